@@ -1,0 +1,625 @@
+"""The show file: YAML in, frozen dataclasses out, every mistake reported at once.
+
+The reference for every key is `config/README.md`; keep the two in step. Checks that need
+the stem files or the sound card (channel counts, lengths, rates) live in `check`, not
+here: loading a config never touches audio files, so the daemon can start (and say what is
+wrong) even when a USB stick with the media is missing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .yamlnodes import ConfigError, NodeReader, Problem, compose
+
+__all__ = [
+    "Action", "Config", "ConfigError", "ControlConfig", "Device", "EngineConfig", "Footswitch",
+    "Led", "MidiConfig", "MidiMapping", "MidiMessage", "PeerConfig", "Problem", "Song", "Stem",
+    "load", "parse_action", "ACTIONS", "FORMATS", "RATES",
+]
+
+FORMATS = ("S16_LE", "S24_3LE", "S32_LE", "FLOAT_LE")
+RATES = (22050, 32000, 44100, 48000, 88200, 96000, 176400, 192000)
+AFTER = ("stop", "next", "pause")
+ACTIONS = ("play", "stop", "pause", "play_stop", "next", "prev", "goto N")
+# BCM GPIOs on the 40-pin header. 0 and 1 are the HAT ID EEPROM bus and are left alone.
+BCM_PINS = range(2, 28)
+DEFAULT_SOCKET = "/run/backtrack/control.sock"
+
+
+@dataclass(frozen=True)
+class Action:
+    """A transport command a control can name: `play`, `next`, `goto 3` (song numbers from 1)."""
+
+    name: str
+    arg: int | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.arg is None else f"{self.name} {self.arg}"
+
+
+_GOTO = re.compile(r"^goto\s+(\d+)$")
+
+
+def parse_action(text: str) -> Action | None:
+    """`None` when the text is not an action (the caller reports it with its location)."""
+    text = text.strip()
+    if text in ("play", "stop", "pause", "play_stop", "next", "prev"):
+        return Action(text)
+    m = _GOTO.match(text)
+    if m:
+        return Action("goto", int(m.group(1)))
+    return None
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str = "default"
+    channels: int = 2
+    rate: int = 48000
+    format: str = "S32_LE"
+    period: int = 256
+    periods: int = 3
+
+    @property
+    def buffer_frames(self) -> int:
+        return self.period * self.periods
+
+
+@dataclass(frozen=True)
+class Stem:
+    """One file of a song. `channels` are 0-based device channels, in route order."""
+
+    file: Path
+    to: tuple[str, ...]
+    channels: tuple[int, ...]
+    gain_db: float = 0.0
+    line: int = 0  # where it was declared, so `check` can point at it
+
+
+@dataclass(frozen=True)
+class MidiMessage:
+    """A message sent at song start. Numbers as the gear prints them (program 1-128, channel
+    1-16); `to_bytes` does the minus-one of the wire."""
+
+    kind: str  # program | cc | note
+    number: int
+    value: int = 0
+    channel: int = 1
+
+    def to_bytes(self) -> list[int]:
+        ch = self.channel - 1
+        if self.kind == "program":
+            return [0xC0 | ch, self.number - 1]
+        if self.kind == "cc":
+            return [0xB0 | ch, self.number, self.value]
+        return [0x90 | ch, self.number, self.value]
+
+
+@dataclass(frozen=True)
+class Song:
+    title: str
+    stems: tuple[Stem, ...]
+    after: str = "stop"
+    tempo: float | None = None
+    midi_out: tuple[MidiMessage, ...] = ()
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    readahead: float = 2.0          # seconds decoded ahead of the writer
+    realtime_priority: int = 70     # SCHED_FIFO priority of the writer thread; 0 = do not ask
+    fade_ms: float = 5.0            # stop/pause fade length
+    cache_dir: Path | None = None   # resampled stems; default: .backtrack-cache beside the config
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    socket: str = DEFAULT_SOCKET
+
+
+@dataclass(frozen=True)
+class Footswitch:
+    pin: int
+    press: Action | None = None
+    hold: Action | None = None
+    double: Action | None = None
+    hold_time: float = 0.8
+    bounce_ms: float = 20.0
+    double_ms: float = 350.0
+
+
+@dataclass(frozen=True)
+class Led:
+    pin: int | None = None
+    rgb: tuple[int, int, int] | None = None
+    pwm: bool = True
+
+
+@dataclass(frozen=True)
+class MidiMapping:
+    kind: str  # note | cc | program
+    number: int  # note/cc number 0-127, program 1-128
+    action: Action
+    value: int | None = None  # cc value to match; None: any value >= 64
+    channel: int | None = None  # 1-16, None: any
+
+
+@dataclass(frozen=True)
+class MidiConfig:
+    api: str = "alsa"
+    in_port: str | None = None
+    mappings: tuple[MidiMapping, ...] = ()
+    out_port: str | None = None
+    clock: bool = False
+    mtc: bool = False
+    mtc_fps: int = 25
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    role: str = "leader"
+    priority: int = 1
+    listen: str = "0.0.0.0:47800"
+    peers: tuple[str, ...] = ()
+    key_file: Path | None = None
+    mode: str = "unmute"
+    pilot_output: int | None = None  # 0-based device channel
+    pilot_hz: float = 1000.0
+    timeout_ms: float = 60.0
+    heartbeat_out_pin: int | None = None
+    heartbeat_in_pin: int | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    device: Device
+    outputs: dict[str, tuple[int, ...]]  # name -> 0-based channels
+    songs: tuple[Song, ...]
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    footswitches: tuple[Footswitch, ...] = ()
+    led: Led | None = None
+    midi: MidiConfig | None = None
+    peer: PeerConfig | None = None
+    state_file: Path | None = None
+    warnings: tuple[Problem, ...] = ()
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.engine.cache_dir or (self.base_dir / ".backtrack-cache")
+
+
+TOP_KEYS = ("device", "outputs", "songs", "engine", "control", "footswitches", "led", "midi",
+            "peer", "state_file")
+
+
+def load(path: str | Path) -> Config:
+    """Load and validate a show file; raises ConfigError listing every problem."""
+    path = Path(path).expanduser().absolute()
+    r = NodeReader(path)
+    root = compose(path, r)
+    if root is None:
+        raise ConfigError(r.problems)
+    top = r.mapping(root, "", TOP_KEYS, required=("device", "outputs", "songs"))
+    if top is None:
+        raise ConfigError(r.problems)
+    device = _device(r, top.get("device"))
+    outputs = _outputs(r, top.get("outputs"), device)
+    songs = _songs(r, top.get("songs"), outputs, path.parent)
+    nsongs = len(songs)
+    engine = _engine(r, top.get("engine"), path.parent)
+    control = _control(r, top.get("control"))
+    footswitches = _footswitches(r, top.get("footswitches"), nsongs)
+    led = _led(r, top.get("led"))
+    midi = _midi(r, top.get("midi"), nsongs)
+    peer = _peer(r, top.get("peer"), path.parent, device)
+    state_file = r.text(top.get("state_file"), "state_file", default=None)
+    _check_pins(r, top, footswitches, led, peer)
+    if r.errors:
+        raise ConfigError(r.problems)
+    return Config(
+        path=path, device=device, outputs=outputs, songs=songs, engine=engine, control=control,
+        footswitches=footswitches, led=led, midi=midi, peer=peer,
+        state_file=_resolve(path.parent, state_file) if state_file else None,
+        warnings=tuple(p for p in r.problems if p.severity != "error"),
+    )
+
+
+def _resolve(base: Path, file: str) -> Path:
+    p = Path(file).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _device(r: NodeReader, node: yaml.Node | None) -> Device:
+    d = r.mapping(node, "device", ("name", "channels", "rate", "format", "period", "periods"))
+    if d is None:
+        return Device()
+    dflt = Device()
+    return Device(
+        name=r.text(d.get("name"), "device.name", default=dflt.name) or dflt.name,
+        channels=r.integer(d.get("channels"), "device.channels", 1, 64, default=dflt.channels)
+        or dflt.channels,
+        rate=r.integer(d.get("rate"), "device.rate", 0, 0, default=dflt.rate, choices=RATES)
+        or dflt.rate,
+        format=r.text(d.get("format"), "device.format", default=dflt.format, choices=FORMATS)
+        or dflt.format,
+        period=r.integer(d.get("period"), "device.period", 16, 16384, default=dflt.period)
+        or dflt.period,
+        periods=r.integer(d.get("periods"), "device.periods", 2, 32, default=dflt.periods)
+        or dflt.periods,
+    )
+
+
+def _outputs(r: NodeReader, node: yaml.Node | None, device: Device) -> dict[str, tuple[int, ...]]:
+    if node is None:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        r.error(node, "outputs", "expected a mapping of output names to channel numbers, "
+                "e.g. `click: 1` or `tracks: [3, 4]`")
+        return {}
+    out: dict[str, tuple[int, ...]] = {}
+    for knode, vnode in node.value:
+        name = str(knode.value)
+        key = f"outputs.{name}"
+        if name in out:
+            r.error(knode, key, "appears twice")
+            continue
+        items = vnode.value if isinstance(vnode, yaml.SequenceNode) else [vnode]
+        chans: list[int] = []
+        for i, item in enumerate(items):
+            ikey = key if len(items) == 1 and not isinstance(vnode, yaml.SequenceNode) \
+                else f"{key}[{i}]"
+            ch = r.integer(item, ikey, 1, 64)
+            if ch is None:
+                continue
+            if ch > device.channels:
+                r.error(item, ikey, f"channel {ch} is beyond the device's "
+                        f"{device.channels} channels (device.channels); valid: 1 to "
+                        f"{device.channels}")
+                continue
+            chans.append(ch - 1)
+        if not items:
+            r.error(vnode, key, "names no channel; give a channel number or a list of them")
+        out[name] = tuple(chans)
+    if not out:
+        r.error(node, "outputs", "no outputs are defined; name at least one, e.g. `click: 1`")
+    return out
+
+
+def _songs(r: NodeReader, node: yaml.Node | None, outputs: dict[str, tuple[int, ...]],
+           base: Path) -> tuple[Song, ...]:
+    items = r.sequence(node, "songs")
+    if items is None:
+        return ()
+    if not items:
+        r.error(node, "songs", "the setlist is empty; add at least one song")
+        return ()
+    songs: list[Song] = []
+    seen: dict[str, int] = {}
+    for i, snode in enumerate(items):
+        key = f"songs[{i}]"
+        s = r.mapping(snode, key, ("title", "stems", "after", "tempo", "midi_out"),
+                      required=("title", "stems"))
+        if s is None:
+            continue
+        title = r.text(s.get("title"), f"{key}.title") or f"song {i + 1}"
+        if title in seen:
+            r.warn(s.get("title"), f"{key}.title",
+                   f"duplicate title '{title}' (also song {seen[title] + 1}); songs are "
+                   "told apart by number")
+        seen.setdefault(title, i)
+        stems = _stems(r, s.get("stems"), f"{key}.stems", outputs, base)
+        after = r.text(s.get("after"), f"{key}.after", default="stop", choices=AFTER) or "stop"
+        tempo = r.number(s.get("tempo"), f"{key}.tempo", 20, 400, default=None)
+        midi_out = _midi_out(r, s.get("midi_out"), f"{key}.midi_out")
+        songs.append(Song(title=title, stems=stems, after=after, tempo=tempo,
+                          midi_out=midi_out, line=snode.start_mark.line + 1))
+    return tuple(songs)
+
+
+def _stems(r: NodeReader, node: yaml.Node | None, key: str,
+           outputs: dict[str, tuple[int, ...]], base: Path) -> tuple[Stem, ...]:
+    items = r.sequence(node, key)
+    if items is None:
+        return ()
+    if not items:
+        r.error(node, key, "a song needs at least one stem")
+    stems = []
+    for j, stnode in enumerate(items):
+        skey = f"{key}[{j}]"
+        st = r.mapping(stnode, skey, ("file", "to", "gain_db"), required=("file", "to"))
+        if st is None:
+            continue
+        file = r.text(st.get("file"), f"{skey}.file")
+        names: list[str] = []
+        tonode = st.get("to")
+        if isinstance(tonode, yaml.SequenceNode):
+            for k, n in enumerate(tonode.value):
+                t = r.text(n, f"{skey}.to[{k}]")
+                if t is not None:
+                    names.append(t)
+        elif tonode is not None:
+            t = r.text(tonode, f"{skey}.to")
+            if t is not None:
+                names.append(t)
+        chans: list[int] = []
+        for n in names:
+            if n not in outputs:
+                valid = ", ".join(outputs) or "(none defined)"
+                r.error(tonode, f"{skey}.to", f"no output named '{n}'; outputs are: {valid}")
+            else:
+                chans.extend(outputs[n])
+        gain = r.number(st.get("gain_db"), f"{skey}.gain_db", -120, 24, default=0.0)
+        if file is not None and names and len(chans) > 0:
+            stems.append(Stem(file=_resolve(base, file), to=tuple(names), channels=tuple(chans),
+                              gain_db=gain if gain is not None else 0.0,
+                              line=stnode.start_mark.line + 1))
+    return tuple(stems)
+
+
+def _midi_out(r: NodeReader, node: yaml.Node | None, key: str) -> tuple[MidiMessage, ...]:
+    items = r.sequence(node, key)
+    if not items:
+        return ()
+    out = []
+    for i, mnode in enumerate(items):
+        mkey = f"{key}[{i}]"
+        m = r.mapping(mnode, mkey, ("program", "cc", "note", "value", "velocity", "channel"))
+        if m is None:
+            continue
+        kinds = [k for k in ("program", "cc", "note") if k in m]
+        if len(kinds) != 1:
+            r.error(mnode, mkey, "give exactly one of program, cc or note")
+            continue
+        kind = kinds[0]
+        channel = r.integer(m.get("channel"), f"{mkey}.channel", 1, 16, default=1)
+        if kind == "program":
+            num = r.integer(m["program"], f"{mkey}.program", 1, 128)
+            value = 0
+        elif kind == "cc":
+            num = r.integer(m["cc"], f"{mkey}.cc", 0, 127)
+            value = r.integer(m.get("value"), f"{mkey}.value", 0, 127)
+            if "value" not in m:
+                r.error(mnode, f"{mkey}.value", "a cc message needs a value (0-127)")
+        else:
+            num = r.integer(m["note"], f"{mkey}.note", 0, 127)
+            value = r.integer(m.get("velocity"), f"{mkey}.velocity", 1, 127, default=100)
+        if num is not None and value is not None and channel is not None:
+            out.append(MidiMessage(kind, num, value, channel))
+    return tuple(out)
+
+
+def _engine(r: NodeReader, node: yaml.Node | None, base: Path) -> EngineConfig:
+    e = r.mapping(node, "engine", ("readahead", "realtime_priority", "fade_ms", "cache_dir"))
+    if not e:
+        return EngineConfig()
+    d = EngineConfig()
+    cache = r.text(e.get("cache_dir"), "engine.cache_dir", default=None)
+    return EngineConfig(
+        readahead=r.number(e.get("readahead"), "engine.readahead", 0.2, 30,
+                           default=d.readahead) or d.readahead,
+        realtime_priority=r.integer(e.get("realtime_priority"), "engine.realtime_priority",
+                                    0, 99, default=d.realtime_priority) or 0,
+        fade_ms=r.number(e.get("fade_ms"), "engine.fade_ms", 0.5, 10, default=d.fade_ms)
+        or d.fade_ms,
+        cache_dir=_resolve(base, cache) if cache else None,
+    )
+
+
+def _control(r: NodeReader, node: yaml.Node | None) -> ControlConfig:
+    c = r.mapping(node, "control", ("socket",))
+    if not c:
+        return ControlConfig()
+    return ControlConfig(socket=r.text(c.get("socket"), "control.socket",
+                                       default=DEFAULT_SOCKET) or DEFAULT_SOCKET)
+
+
+def _action(r: NodeReader, node: yaml.Node | None, key: str, nsongs: int) -> Action | None:
+    if node is None:
+        return None
+    text = r.text(node, key)
+    if text is None:
+        return None
+    action = parse_action(text)
+    if action is None:
+        r.error(node, key, f"unknown action '{text}'; valid: {', '.join(ACTIONS)}")
+        return None
+    if action.name == "goto" and not 1 <= (action.arg or 0) <= max(nsongs, 1):
+        r.error(node, key, f"there is no song {action.arg}; songs are numbered 1 to {nsongs}")
+        return None
+    return action
+
+
+def _footswitches(r: NodeReader, node: yaml.Node | None, nsongs: int) -> tuple[Footswitch, ...]:
+    items = r.sequence(node, "footswitches")
+    if not items:
+        return ()
+    out = []
+    for i, fnode in enumerate(items):
+        key = f"footswitches[{i}]"
+        f = r.mapping(fnode, key, ("pin", "press", "hold", "double", "hold_time", "bounce_ms",
+                                   "double_ms"), required=("pin",))
+        if f is None:
+            continue
+        pin = _pin(r, f.get("pin"), f"{key}.pin")
+        acts = {k: _action(r, f.get(k), f"{key}.{k}", nsongs) for k in ("press", "hold", "double")}
+        if not any(k in f for k in ("press", "hold", "double")):
+            r.error(fnode, key, "a footswitch needs at least one of press, hold, double")
+        d = Footswitch(pin=0)
+        fs = Footswitch(
+            pin=pin if pin is not None else -1, **acts,
+            hold_time=r.number(f.get("hold_time"), f"{key}.hold_time", 0.2, 5,
+                               default=d.hold_time) or d.hold_time,
+            bounce_ms=r.number(f.get("bounce_ms"), f"{key}.bounce_ms", 0, 200,
+                               default=d.bounce_ms),
+            double_ms=r.number(f.get("double_ms"), f"{key}.double_ms", 100, 1000,
+                               default=d.double_ms) or d.double_ms,
+        )
+        out.append(fs)
+    return tuple(out)
+
+
+def _pin(r: NodeReader, node: yaml.Node | None, key: str) -> int | None:
+    if node is None:
+        return None
+    pin = r.integer(node, key, 0, 10_000)
+    if pin is not None and pin not in BCM_PINS:
+        r.error(node, key, f"GPIO{pin} is not a usable BCM GPIO; valid: 2 to 27")
+        return None
+    return pin
+
+
+def _led(r: NodeReader, node: yaml.Node | None) -> Led | None:
+    m = r.mapping(node, "led", ("pin", "rgb", "pwm"))
+    if m is None:
+        return None
+    if ("pin" in m) == ("rgb" in m):
+        r.error(node, "led", "give either pin (one LED) or rgb: [r, g, b] (an RGB LED)")
+        return None
+    pwm = r.boolean(m.get("pwm"), "led.pwm", default=True)
+    if "pin" in m:
+        return Led(pin=_pin(r, m["pin"], "led.pin"), pwm=bool(pwm))
+    items = r.sequence(m["rgb"], "led.rgb") or []
+    if len(items) != 3:
+        r.error(m["rgb"], "led.rgb", "give three pins: [red, green, blue]")
+        return None
+    pins = [_pin(r, n, f"led.rgb[{i}]") for i, n in enumerate(items)]
+    if any(p is None for p in pins):
+        return None
+    return Led(rgb=tuple(pins), pwm=bool(pwm))  # type: ignore[arg-type]
+
+
+def _midi(r: NodeReader, node: yaml.Node | None, nsongs: int) -> MidiConfig | None:
+    m = r.mapping(node, "midi", ("api", "in", "map", "out"))
+    if m is None:
+        return None
+    api = r.text(m.get("api"), "midi.api", default="alsa", choices=("alsa", "jack")) or "alsa"
+    in_port = None
+    inn = r.mapping(m.get("in"), "midi.in", ("port",), required=("port",))
+    if inn:
+        in_port = r.text(inn.get("port"), "midi.in.port")
+    mappings = []
+    for i, mnode in enumerate(r.sequence(m.get("map"), "midi.map") or []):
+        key = f"midi.map[{i}]"
+        mm = r.mapping(mnode, key, ("note", "cc", "program", "value", "channel", "action"),
+                       required=("action",))
+        if mm is None:
+            continue
+        kinds = [k for k in ("note", "cc", "program") if k in mm]
+        if len(kinds) != 1:
+            r.error(mnode, key, "give exactly one of note, cc or program")
+            continue
+        kind = kinds[0]
+        lo, hi = (1, 128) if kind == "program" else (0, 127)
+        num = r.integer(mm[kind], f"{key}.{kind}", lo, hi)
+        value = r.integer(mm.get("value"), f"{key}.value", 0, 127, default=None)
+        if value is not None and kind != "cc":
+            r.error(mm.get("value"), f"{key}.value", "value only applies to cc mappings")
+        channel = r.integer(mm.get("channel"), f"{key}.channel", 1, 16, default=None)
+        action = _action(r, mm.get("action"), f"{key}.action", nsongs)
+        if num is not None and action is not None:
+            mappings.append(MidiMapping(kind, num, action, value, channel))
+    out_port, clock, mtc, fps = None, False, False, 25
+    out = r.mapping(m.get("out"), "midi.out", ("port", "clock", "mtc", "mtc_fps"),
+                    required=("port",))
+    if out:
+        out_port = r.text(out.get("port"), "midi.out.port")
+        clock = bool(r.boolean(out.get("clock"), "midi.out.clock", default=False))
+        mtc = bool(r.boolean(out.get("mtc"), "midi.out.mtc", default=False))
+        fps = r.integer(out.get("mtc_fps"), "midi.out.mtc_fps", 24, 30, default=25,
+                        choices=(24, 25, 30)) or 25
+    return MidiConfig(api=api, in_port=in_port, mappings=tuple(mappings), out_port=out_port,
+                      clock=clock, mtc=mtc, mtc_fps=fps)
+
+
+_HOSTPORT = re.compile(r"^\[?([0-9A-Za-z.:_-]+?)\]?:(\d{1,5})$")
+
+
+def _hostport(r: NodeReader, node: yaml.Node | None, key: str) -> str | None:
+    text = r.text(node, key, default=None)
+    if text is None:
+        return None
+    m = _HOSTPORT.match(text)
+    if not m or not 1 <= int(m.group(2)) <= 65535:
+        r.error(node, key, f"'{text}' is not host:port, e.g. 192.168.50.12:47800")
+        return None
+    return text
+
+
+def _peer(r: NodeReader, node: yaml.Node | None, base: Path, device: Device) -> PeerConfig | None:
+    p = r.mapping(node, "peer", ("role", "priority", "listen", "peers", "key_file", "mode",
+                                 "pilot", "timeout_ms", "heartbeat"),
+                  required=("role", "key_file"))
+    if p is None:
+        return None
+    d = PeerConfig()
+    peers = []
+    for i, n in enumerate(r.sequence(p.get("peers"), "peer.peers") or []):
+        hp = _hostport(r, n, f"peer.peers[{i}]")
+        if hp:
+            peers.append(hp)
+    key_file = r.text(p.get("key_file"), "peer.key_file")
+    mode = r.text(p.get("mode"), "peer.mode", default="unmute", choices=("unmute", "switcher"))
+    pilot_output, pilot_hz = None, d.pilot_hz
+    pilot = r.mapping(p.get("pilot"), "peer.pilot", ("output", "hz"), required=("output",))
+    if pilot:
+        ch = r.integer(pilot.get("output"), "peer.pilot.output", 1, device.channels)
+        pilot_output = ch - 1 if ch is not None else None
+        pilot_hz = r.number(pilot.get("hz"), "peer.pilot.hz", 20, 20000, default=d.pilot_hz)
+    if mode == "switcher" and pilot_output is None:
+        r.error(p.get("mode"), "peer.pilot", "switcher mode needs pilot: {output: N}")
+    hb_out = hb_in = None
+    hb = r.mapping(p.get("heartbeat"), "peer.heartbeat", ("out_pin", "in_pin"))
+    if hb:
+        hb_out = _pin(r, hb.get("out_pin"), "peer.heartbeat.out_pin")
+        hb_in = _pin(r, hb.get("in_pin"), "peer.heartbeat.in_pin")
+    return PeerConfig(
+        role=r.text(p.get("role"), "peer.role", choices=("leader", "follower")) or d.role,
+        priority=r.integer(p.get("priority"), "peer.priority", 1, 99, default=1) or 1,
+        listen=_hostport(r, p.get("listen"), "peer.listen") or d.listen,
+        peers=tuple(peers),
+        key_file=_resolve(base, key_file) if key_file else None,
+        mode=mode or "unmute",
+        pilot_output=pilot_output,
+        pilot_hz=pilot_hz or d.pilot_hz,
+        timeout_ms=r.number(p.get("timeout_ms"), "peer.timeout_ms", 5, 5000,
+                            default=d.timeout_ms) or d.timeout_ms,
+        heartbeat_out_pin=hb_out,
+        heartbeat_in_pin=hb_in,
+    )
+
+
+def _check_pins(r: NodeReader, top: dict, footswitches: tuple[Footswitch, ...], led: Led | None,
+                peer: PeerConfig | None) -> None:
+    """A pin wired to two things is a wiring bug that would show up only on stage."""
+    used: dict[int, str] = {}
+
+    def claim(pin: int | None, what: str, node: yaml.Node | None) -> None:
+        if pin is None or pin < 0:
+            return
+        if pin in used:
+            r.error(node, what, f"GPIO{pin} is already used by {used[pin]}")
+        else:
+            used[pin] = what
+
+    fs_nodes = top["footswitches"].value if "footswitches" in top and isinstance(
+        top["footswitches"], yaml.SequenceNode) else []
+    for i, fs in enumerate(footswitches):
+        claim(fs.pin, f"footswitches[{i}].pin", fs_nodes[i] if i < len(fs_nodes) else None)
+    if led:
+        for j, pin in enumerate([led.pin] if led.pin is not None else list(led.rgb or ())):
+            claim(pin, "led.pin" if led.pin is not None else f"led.rgb[{j}]", top.get("led"))
+    if peer:
+        claim(peer.heartbeat_out_pin, "peer.heartbeat.out_pin", top.get("peer"))
+        claim(peer.heartbeat_in_pin, "peer.heartbeat.in_pin", top.get("peer"))

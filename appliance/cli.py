@@ -9,10 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from .config import DEFAULT_SOCKET, ConfigError
-
-
-class UserError(Exception):
-    """An expected failure with a message meant for the person at the keyboard."""
+from .errors import UserError
 
 
 def _parser() -> argparse.ArgumentParser:

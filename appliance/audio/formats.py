@@ -1,0 +1,94 @@
+"""Float mix -> device sample format, with correct rounding and no allocation per block.
+
+One converter serves the offline render and the live writer, so what `render` writes is
+bit-for-bit what the sound card receives.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# format -> (bytes per sample, integer bits or 0 for float)
+FORMAT_INFO = {
+    "S16_LE": (2, 16),
+    "S24_3LE": (3, 24),
+    "S32_LE": (4, 32),
+    "FLOAT_LE": (4, 0),
+}
+# soundfile subtype that stores each format losslessly
+WAV_SUBTYPE = {"S16_LE": "PCM_16", "S24_3LE": "PCM_24", "S32_LE": "PCM_32", "FLOAT_LE": "FLOAT"}
+
+
+def bytes_per_frame(fmt: str, channels: int) -> int:
+    return FORMAT_INFO[fmt][0] * channels
+
+
+class Converter:
+    """Converts float32 blocks of up to `max_frames` x `channels` into device bytes.
+
+    Full scale is +-1.0 -> +-2^(bits-1), rounded half to even; values beyond full scale are
+    clipped and counted (a clipped mix is something the engineer must hear about before the
+    show, not discover in the PA)."""
+
+    def __init__(self, fmt: str, channels: int, max_frames: int):
+        self.fmt = fmt
+        self.channels = channels
+        self.max_frames = max_frames
+        self.sample_bytes, bits = FORMAT_INFO[fmt]
+        self.bits = bits
+        self.clipped = 0
+        self._work = np.zeros((max_frames, channels), np.float32)
+        self._mask = np.zeros((max_frames, channels), np.bool_)
+        self._out = bytearray(max_frames * channels * self.sample_bytes)
+        if bits:
+            scale = float(2 ** (bits - 1))
+            self._scale = np.float32(scale)
+            # The largest float32 not above 2^(bits-1) - 1: for 32 bits, 2^31 - 1 rounds up to
+            # 2^31 in float32, which would wrap to INT_MIN on the cast.
+            self._hi = np.float32(np.nextafter(np.float32(scale), np.float32(0))
+                                  if bits > 24 else scale - 1)
+            self._lo = np.float32(-scale)
+            dtype = np.int16 if bits == 16 else np.int32
+            self._ints = np.zeros((max_frames, channels), dtype)
+        self._out_np = np.frombuffer(self._out, np.uint8)
+
+    def quantize(self, block: np.ndarray) -> np.ndarray:
+        """The block as the integer (or float) samples the device format holds; a view into
+        a reused buffer, valid until the next call. S24 comes back as int32 in the low 24
+        bits' range (-2^23 .. 2^23-1)."""
+        n = block.shape[0]
+        w = self._work[:n]
+        m = self._mask[:n]
+        np.abs(block, out=w)
+        np.greater(w, 1.0, out=m)
+        self.clipped += int(np.count_nonzero(m))
+        if not self.bits:
+            np.clip(block, -1.0, 1.0, out=w)
+            return w
+        np.multiply(block, self._scale, out=w)
+        np.rint(w, out=w)
+        np.clip(w, self._lo, self._hi, out=w)
+        ints = self._ints[:n]
+        np.copyto(ints, w, casting="unsafe")
+        return ints
+
+    def convert(self, block: np.ndarray) -> memoryview:
+        """Device bytes for the block; a view into a reused buffer, valid until the next call."""
+        n = block.shape[0]
+        q = self.quantize(block)
+        nbytes = n * self.channels * self.sample_bytes
+        if self.sample_bytes == 3:
+            dst = self._out_np[:nbytes].reshape(n * self.channels, 3)
+            src = q.reshape(-1).view(np.uint8).reshape(-1, 4)[:, :3]
+            np.copyto(dst, src)
+        else:
+            np.copyto(self._out_np[:nbytes], q.reshape(-1).view(np.uint8))
+        return memoryview(self._out)[:nbytes]
+
+    def for_wav(self, block: np.ndarray) -> np.ndarray:
+        """Samples for soundfile with the matching WAV subtype, so the file holds exactly the
+        device's samples (libsndfile keeps the top 24 bits of int32 for PCM_24)."""
+        q = self.quantize(block)
+        if self.bits == 24:
+            return q << 8
+        return q

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,9 @@ class StemInfo:
     format: str = ""
     problem: str | None = None
     resampled_from: int | None = None
+    # The problem is damage, not a failure: the frames that are there still play (a file
+    # whose header promises more audio than it holds, e.g. a copy cut off mid-way).
+    damaged: bool = False
 
 
 def probe(stem: Stem) -> StemInfo:
@@ -51,6 +55,7 @@ def probe(stem: Stem) -> StemInfo:
         with sf.SoundFile(str(stem.file)) as f:
             info.frames, info.channels, info.rate = f.frames, f.channels, f.samplerate
             info.format = f"{f.format}/{f.subtype}"
+            promised = _promised_frames(f.extra_info, f.frames)
     except PermissionError:
         info.problem = "permission denied"
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
@@ -62,7 +67,38 @@ def probe(stem: Stem) -> StemInfo:
             info.problem = (f"has {info.channels} channels but is routed to "
                             f"{len(stem.channels)} output channel(s) ({', '.join(stem.to)}); "
                             "route a mono stem anywhere, or N channels to N outputs")
+        elif promised is not None:
+            info.problem = (f"truncated: holds {info.frames} frames but its header promises "
+                            f"about {promised} (the file was cut off, e.g. an interrupted "
+                            "copy); the part that is there plays")
+            info.damaged = True
     return info
+
+
+# libsndfile clamps the frame count of a truncated WAV/AIFF/W64/RF64 file to what it holds and
+# reads it without complaint; only its header log says so. Sizes of 0 or 0xFFFFFFFF mean
+# "unknown" (streamed files), not a promise.
+_CHUNK_SHORT = re.compile(r"^\s*(data|SSND|riff)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M)
+_BLOCK_ALIGN = re.compile(r"Block Align\s*:\s*(\d+)")
+_DS64_SHORT = re.compile(r"Calculated frame count (\d+) does not match value from 'ds64' "
+                         r"chunk of (\d+)")
+
+
+def _promised_frames(log: str, frames: int) -> int | None:
+    """About how many frames the header promises when the file holds fewer, else None."""
+    for m in _CHUNK_SHORT.finditer(log):
+        declared, actual = int(m.group(2)), int(m.group(3))
+        if not 0 < actual < declared < 0xFFFFFFFF or frames <= 0:
+            continue
+        if m.group(1) == "riff":  # W64: only the container size tells
+            ba = _BLOCK_ALIGN.search(log)
+            bpf = int(ba.group(1)) if ba else max(1, actual // frames)
+            return frames + (declared - actual) // max(1, bpf)
+        return max(frames + 1, declared // max(1, actual // frames))
+    m = _DS64_SHORT.search(log)
+    if m and int(m.group(1)) < int(m.group(2)):
+        return int(m.group(2))
+    return None
 
 
 def _reason(exc: BaseException) -> str:
@@ -126,7 +162,7 @@ class StemReader:
         self._buf = np.zeros((block, max(self.info.channels, 1)), np.float32)
         self.frames = 0
         self._pos = 0
-        if self.info.problem:
+        if self.info.problem and not self.info.damaged:
             return
         try:
             path = stem.file

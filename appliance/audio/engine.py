@@ -1,0 +1,399 @@
+"""The playback engine: decode thread -> slots (rings) -> writer thread -> ALSA.
+
+Three threads and one rule: only the writer touches the device, and nothing the writer
+waits on is ever held by another thread.
+
+- The decode thread keeps every slot's ring topped up (the playing song first) and
+  retargets slots to the songs the transport may need next: the song after this one (for
+  `next` and gapless `after: next`), this song from the top (for `stop`) and the one before.
+- The control side (`command`, called from the socket, footswitch or MIDI threads) runs the
+  pure Transport, then tells the writer which prepared slot to play: the switch happens at
+  the writer's next period edge.
+- The monitor thread turns the writer's events (song ended, underrun, device lost) into
+  transport updates and log lines, outside the real-time path.
+
+Position = frames handed to ALSA minus the device delay, mapped back to (song, frame)
+through the writer's segment history.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import resource
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from ..config import Action, Config
+from ..transport import PAUSED, PLAYING, STOPPED, Transport
+from .sink import AlsaSink
+from .source import SongReader
+from .writer import Slot, Writer
+
+log = logging.getLogger("backtrack.engine")
+
+NSLOTS = 5
+DECODE_BLOCK = 4096
+READY_S = 0.25        # a slot counts as ready with this much decoded (or the whole song)
+PREPARE_TIMEOUT_S = 5.0
+
+
+@dataclass
+class Status:
+    state: str
+    song: int
+    title: str
+    frame: int
+    seconds: float
+    duration: float
+    underruns: int
+    starved: int
+    device: str
+    realtime: str
+    problems: list[str]
+
+
+class Decoder(threading.Thread):
+    """Fills slots. Runs NumPy and libsndfile calls (both release the GIL) so it never
+    holds the writer back for long."""
+
+    def __init__(self, cfg: Config, slots: list[Slot], writer: Writer):
+        super().__init__(name="backtrack-decode", daemon=True)
+        self.cfg = cfg
+        self.slots = slots
+        self.writer = writer
+        self.readers: dict[int, SongReader] = {}
+        self.wake = threading.Event()
+        self.running = True
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        while self.running:
+            try:
+                busy = self._step()
+            except Exception as exc:  # noqa: BLE001 - the decoder must never die mid-show
+                log.exception("decoder error: %s", exc)
+                busy = False
+            if not busy:
+                self.wake.wait(0.01)
+                self.wake.clear()
+        for r in self.readers.values():
+            r.close()
+
+    def _step(self) -> bool:
+        active = self.writer.active_index
+        order = sorted(self.slots, key=lambda s: s.index != active)
+        for slot in order:
+            if slot.want != slot.have:
+                self._retarget(slot)
+                return True
+        did = False
+        for slot in order:
+            reader = self.readers.get(slot.index)
+            if reader is None or slot.eof:
+                continue
+            ring = slot.ring
+            if ring.writable() < min(DECODE_BLOCK, ring.capacity // 4):
+                continue
+            region = ring.write_region()
+            n = reader.read_into(region[:DECODE_BLOCK])
+            if n:
+                ring.commit(n)
+            if reader.position >= reader.frames:
+                slot.eof = True
+            did = True
+        return did
+
+    def _retarget(self, slot: Slot) -> None:
+        want = slot.want
+        old = self.readers.pop(slot.index, None)
+        if old is not None:
+            old.close()
+        slot.have = None
+        slot.ring.reset()
+        slot.eof = False
+        slot.follow = -1
+        if want is None:
+            slot.song = -1
+            return
+        song, frame, _gen = want
+        reader = SongReader(self.cfg.songs[song], self.cfg.device, self.cfg.cache_dir,
+                            DECODE_BLOCK)
+        reader.seek(frame)
+        slot.song = song
+        slot.start = reader.position
+        slot.frames = reader.frames
+        slot.after = self.cfg.songs[song].after
+        slot.problems = reader.problems
+        slot.eof = reader.position >= reader.frames
+        self.readers[slot.index] = reader
+        for p in reader.problems:
+            log.warning("song %d: %s (plays as silence)", song + 1, p)
+        slot.have = want
+
+
+class Engine:
+    def __init__(self, cfg: Config, sink: AlsaSink | None = None):
+        self.cfg = cfg
+        dev = cfg.device
+        ring_frames = max(int(cfg.engine.readahead * dev.rate), 4 * DECODE_BLOCK)
+        self.slots = [Slot(i, ring_frames, dev.channels) for i in range(NSLOTS)]
+        fade = int(cfg.engine.fade_ms * dev.rate / 1000)
+        self.writer = Writer(dev, self.slots, fade, cfg.engine.realtime_priority, sink)
+        self.decoder = Decoder(cfg, self.slots, self.writer)
+        self.transport = Transport(len(cfg.songs), [s.after for s in cfg.songs])
+        self.lock = threading.RLock()
+        self._gen = 0
+        self._consumed: set[int] = set()   # slots the writer has played from (not at frame 0)
+        self._pending: dict[int, tuple[int, ...]] = {}  # command seq -> slots it names
+        self.monitor = threading.Thread(target=self._monitor, name="backtrack-monitor",
+                                        daemon=True)
+        self.running = False
+        self.last_underruns = 0
+        self.memory_locked = "not requested"
+        self.listeners: list = []  # callables(event: str, engine) for LED/MIDI/peer
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self.memory_locked = lock_memory()
+        # A shorter switch interval lets the writer get the GIL back promptly after write().
+        sys.setswitchinterval(0.0005)
+        self.running = True
+        self.decoder.start()
+        with self.lock:
+            self._prepare()
+        self.writer.start()
+        self.monitor.start()
+
+    def stop(self) -> None:
+        """Fade out, close the device, end the threads."""
+        self.running = False
+        self.writer.stop()
+        self.writer.join(timeout=3)
+        self.decoder.running = False
+        self.decoder.wake.set()
+        self.decoder.join(timeout=3)
+
+    # ---- commands --------------------------------------------------------------------------
+    def command(self, action: Action) -> tuple[bool, str]:
+        """Apply a transport command; returns (ok, message). Never raises for bad input."""
+        with self.lock:
+            effect = self.transport.apply(action)
+            if effect.kind == "none":
+                return (not effect.message or effect.message == "already playing",
+                        effect.message)
+            ok, msg = self._do(effect.kind, effect.song)
+            self._prepare()
+            self._notify("command")
+            return ok, msg or effect.message
+
+    def _do(self, kind: str, song: int | None) -> tuple[bool, str]:
+        w = self.writer
+        if kind == "start":
+            slot = self._ready_slot(song, 0)
+            if slot is None:
+                return False, f"song {song + 1} could not be prepared in time"
+            self._post("start", slot.index, False)
+            self._consumed.add(slot.index)
+        elif kind == "resume":
+            if w.active is None:
+                # paused at the top of the next song (after: pause): start it
+                return self._do("start", song)
+            self._post("resume")
+        elif kind == "pause":
+            self._post("pause")
+        elif kind == "halt":
+            self._post("halt")
+        elif kind == "cue":
+            pass  # _prepare readies it
+        return True, ""
+
+    def _post(self, *cmd) -> None:
+        seq = self.writer.post(*cmd)
+        slots = tuple(c for c in cmd[1:2] if isinstance(c, int))
+        self._pending[seq] = slots
+
+    # ---- slot management (control side, under self.lock) -------------------------------------
+    def _busy(self) -> set[int]:
+        """Slots the writer may be reading or is about to: never retarget those."""
+        acked = self.writer.acked          # read before active (see writer ordering)
+        for seq in [s for s in self._pending if s <= acked]:
+            del self._pending[seq]
+        busy = {i for slots in self._pending.values() for i in slots}
+        active = self.writer.active_index
+        if active >= 0:
+            busy.add(active)
+            follow = self.slots[active].follow
+            if follow >= 0:
+                busy.add(follow)
+        return busy
+
+    def _targets(self) -> list[tuple[int, int]]:
+        cur = self.transport.current
+        n = len(self.cfg.songs)
+        if cur.state == STOPPED:
+            return [(0, 0), (n - 1, 0)]
+        wanted = [(cur.song, 0), (cur.song + 1, 0), (cur.song - 1, 0)]
+        if cur.state == PLAYING:
+            wanted = [(cur.song + 1, 0), (cur.song, 0), (cur.song - 1, 0)]
+        return [(s, f) for s, f in wanted if 0 <= s < n]
+
+    def _prepare(self, extra: tuple[int, int] | None = None) -> Slot | None:
+        """Point free slots at the songs the next command may need; returns the slot for
+        `extra` when asked."""
+        busy = self._busy()
+        if self.writer.active_index >= 0:
+            self._consumed.add(self.writer.active_index)
+        targets = self._targets()
+        if extra is not None and extra not in targets:
+            targets.insert(0, extra)
+        have: dict[tuple[int, int], Slot] = {}
+        for s in self.slots:
+            if s.index in self._consumed or s.want is None:
+                continue
+            key = (s.want[0], s.want[1])
+            if key in targets and key not in have:
+                have[key] = s
+        keep = {s.index for s in have.values()} | busy
+        free = [s for s in self.slots if s.index not in keep]
+        for t in targets:
+            if t in have or not free:
+                continue
+            s = free.pop(0)
+            self._gen += 1
+            s.want = (t[0], t[1], self._gen)
+            self._consumed.discard(s.index)
+            have[t] = s
+        self._link_follow(have)
+        self.decoder.wake.set()
+        return have.get(extra) if extra is not None else None
+
+    def _link_follow(self, have: dict[tuple[int, int], Slot]) -> None:
+        active = self.writer.active_index
+        if active < 0:
+            return
+        slot = self.slots[active]
+        nxt = have.get((slot.song + 1, 0))
+        if nxt is not None and nxt.index != active:
+            slot.follow = nxt.index
+
+    def _ready_slot(self, song: int, frame: int) -> Slot | None:
+        slot = self._prepare((song, frame))
+        if slot is None:
+            return None
+        need = min(int(READY_S * self.cfg.device.rate), slot.ring.capacity // 2)
+        deadline = time.monotonic() + PREPARE_TIMEOUT_S
+        while not slot.ready(need):
+            if time.monotonic() > deadline:
+                return None
+            self.decoder.wake.set()
+            time.sleep(0.001)
+        return slot
+
+    # ---- monitor ---------------------------------------------------------------------------
+    def _monitor(self) -> None:
+        while self.running:
+            time.sleep(0.01)
+            try:
+                self._drain_events()
+            except Exception:  # noqa: BLE001
+                log.exception("monitor error")
+
+    def _drain_events(self) -> None:
+        w = self.writer
+        changed = False
+        while w.events:
+            ev = w.events.popleft()
+            kind = ev[0]
+            with self.lock:
+                if kind == "ended":
+                    song, nxt = ev[1], ev[2]
+                    if nxt >= 0:
+                        self._consumed.add(nxt)
+                    cur = self.transport.current
+                    if cur.state == PLAYING and cur.song == song:
+                        effect = self.transport.song_ended(song)
+                        if self.cfg.songs[song].after == "next" and nxt < 0 \
+                                and self.transport.current.state == PLAYING:
+                            # the follow slot was not ready: start the next song now
+                            self._do("start", self.transport.current.song)
+                        log.info("song %d ended; %s", song + 1, effect.kind)
+                    self._prepare()
+                    changed = True
+                elif kind == "device_lost":
+                    log.error("%s; the song clock keeps running, reopening every %.1f s",
+                              ev[1], 0.5)
+                    changed = True
+                elif kind == "device_back":
+                    log.warning("device %s is back", self.cfg.device.name)
+                    changed = True
+        under = w.sink.underruns
+        if under != self.last_underruns:
+            log.warning("underrun (xrun) #%d", under)
+            self.last_underruns = under
+            changed = True
+        if changed:
+            self._notify("state")
+
+    def _notify(self, event: str) -> None:
+        for fn in list(self.listeners):
+            try:
+                fn(event, self)
+            except Exception:  # noqa: BLE001 - a broken LED must not stop the music
+                log.exception("listener failed")
+
+    # ---- status ----------------------------------------------------------------------------
+    def position(self) -> tuple[int, int, bool, int]:
+        """(song, song frame at the DAC now, playing, monotonic ns of that estimate)."""
+        dev_frame, t_ns, _queued = self.writer.dac_position()
+        now = time.monotonic_ns()
+        rate = self.cfg.device.rate
+        if self.writer.device_ok and t_ns:
+            dev_frame += min((now - t_ns) * rate // 1_000_000_000, self.cfg.device.period)
+        song, frame, playing = self.writer.song_at(dev_frame)
+        return song, frame, playing, now
+
+    def status(self) -> Status:
+        with self.lock:
+            cur = self.transport.current
+        dac_song, frame, _playing, _t = self.position()
+        song = cur.song
+        if cur.state not in (PLAYING, PAUSED) or dac_song != song:
+            frame = 0
+        rate = self.cfg.device.rate
+        problems = []
+        for s in self.slots:
+            if s.song == song and s.have is not None:
+                problems = list(s.problems)
+                break
+        length = next((s.frames for s in self.slots if s.song == song and s.have), None)
+        w = self.writer
+        device = "ok" if w.device_ok else (w.device_error or "not open")
+        return Status(
+            state=cur.state, song=song, title=self.cfg.songs[song].title, frame=frame,
+            seconds=frame / rate, duration=(length or 0) / rate,
+            underruns=w.sink.underruns, starved=w.starved, device=device,
+            realtime=f"{w.rt_status}; memory {self.memory_locked}", problems=problems)
+
+    def healthy(self, max_stall_s: float = 2.0) -> bool:
+        """The writer is advancing (it always is while running: it writes silence when idle)."""
+        return (time.monotonic_ns() - self.writer.last_progress_ns) < max_stall_s * 1e9
+
+
+def lock_memory() -> str:
+    """mlockall so the audio path never waits for a page-in from the SD card. Only with
+    MCL_FUTURE when the limit is unlimited: with a finite limit a later allocation would
+    fail instead."""
+    try:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        mcl_current, mcl_future = 1, 2
+        if soft != resource.RLIM_INFINITY:
+            return f"not locked (LimitMEMLOCK is {soft} bytes; set infinity)"
+        if libc.mlockall(mcl_current | mcl_future) != 0:
+            return f"not locked (mlockall: errno {ctypes.get_errno()})"
+        return "locked"
+    except (OSError, AttributeError) as exc:
+        return f"not locked ({exc})"

@@ -1,0 +1,137 @@
+"""The sound card: a pyalsaaudio PCM opened exactly as configured, written a period at a
+time, with underruns recovered and a vanished device turned into `DeviceLost` (the engine
+keeps the song clock running and reopens it).
+
+Facts relied on (pyalsaaudio 0.11, checked in its C source): `write()` takes any buffer
+(a memoryview of a reused bytearray, so no copy and no allocation), releases the GIL while
+`snd_pcm_writei` blocks, and on an underrun prepares the stream and returns -EPIPE without
+having written the data. `avail()` gives the free space, so queued = buffer - avail.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+
+import alsaaudio
+
+from ..config import Device
+
+ALSA_FORMATS = {
+    "S16_LE": alsaaudio.PCM_FORMAT_S16_LE,
+    "S24_3LE": alsaaudio.PCM_FORMAT_S24_3LE,
+    "S32_LE": alsaaudio.PCM_FORMAT_S32_LE,
+    "FLOAT_LE": alsaaudio.PCM_FORMAT_FLOAT_LE,
+}
+
+
+class DeviceError(Exception):
+    """The device cannot be opened as configured; the message says why in plain words."""
+
+
+class DeviceLost(Exception):
+    """The device went away while playing (USB unplugged, driver error)."""
+
+
+def open_pcm(device: Device, nonblock: bool = False) -> alsaaudio.PCM:
+    """Open the PCM and check it took the configured parameters (a plug layer silently
+    converting 48k to 44.1k would shift every cue)."""
+    try:
+        pcm = alsaaudio.PCM(type=alsaaudio.PCM_PLAYBACK,
+                            mode=alsaaudio.PCM_NONBLOCK if nonblock else alsaaudio.PCM_NORMAL,
+                            rate=device.rate, channels=device.channels,
+                            format=ALSA_FORMATS[device.format], periodsize=device.period,
+                            periods=device.periods, device=device.name)
+    except alsaaudio.ALSAAudioError as exc:
+        raise DeviceError(describe_open_error(device, exc)) from None
+    info = pcm.info()
+    wrong = []
+    if info.get("rate") != device.rate:
+        wrong.append(f"rate {info.get('rate')} instead of {device.rate}")
+    if info.get("channels") != device.channels:
+        wrong.append(f"{info.get('channels')} channels instead of {device.channels}")
+    if info.get("format_name") != device.format:
+        wrong.append(f"format {info.get('format_name')} instead of {device.format}")
+    if wrong:
+        pcm.close()
+        raise DeviceError(f"device {device.name} does not accept the configuration: "
+                          + ", ".join(wrong))
+    return pcm
+
+
+def describe_open_error(device: Device, exc: Exception) -> str:
+    text = str(exc)
+    low = text.lower()
+    if "no such file" in low or "no such device" in low or "cannot find card" in low \
+            or "unknown pcm" in low:
+        return f"device {device.name} is not present (is the interface plugged in?): {text}"
+    if "busy" in low:
+        return f"device {device.name} is busy (another program is using it): {text}"
+    if "invalid argument" in low:
+        return (f"device {device.name} refuses rate {device.rate}, {device.channels} channels, "
+                f"{device.format}, period {device.period} x {device.periods}: {text}")
+    return f"cannot open device {device.name}: {text}"
+
+
+class AlsaSink:
+    """One open PCM. Only the writer thread calls `write`/`queued`."""
+
+    def __init__(self, device: Device):
+        self.device = device
+        self.pcm: alsaaudio.PCM | None = None
+        self.buffer_frames = device.buffer_frames
+        self.underruns = 0
+
+    def open(self) -> None:
+        self.pcm = open_pcm(self.device)
+        info = self.pcm.info()
+        self.buffer_frames = int(info.get("buffer_size") or self.device.buffer_frames)
+
+    @property
+    def is_open(self) -> bool:
+        return self.pcm is not None
+
+    def write(self, data: memoryview, frames: int) -> None:
+        """Hand one block to ALSA, blocking while the buffer is full. An underrun is
+        counted and the same data written again (it was not taken)."""
+        pcm = self.pcm
+        if pcm is None:
+            raise DeviceLost("device is closed")
+        for _attempt in range(3):
+            try:
+                res = pcm.write(data)
+            except alsaaudio.ALSAAudioError as exc:
+                raise DeviceLost(str(exc)) from None
+            if res == -errno.EPIPE:
+                self.underruns += 1
+                continue
+            if res == frames:
+                return
+            if res >= 0:
+                # A short write (signal or non-blocking): wait a little and retry the rest.
+                data = data[res * (len(data) // frames):]
+                frames -= res
+                time.sleep(0.0005)
+                continue
+        raise DeviceLost("device does not accept data")
+
+    def queued(self) -> int:
+        """Frames written but not yet played (the device delay)."""
+        pcm = self.pcm
+        if pcm is None:
+            return 0
+        try:
+            avail = pcm.avail()
+        except alsaaudio.ALSAAudioError:
+            return 0
+        if avail < 0:
+            return 0
+        return max(0, self.buffer_frames - avail)
+
+    def close(self) -> None:
+        if self.pcm is not None:
+            try:
+                self.pcm.close()
+            except alsaaudio.ALSAAudioError:
+                pass
+            self.pcm = None

@@ -1,0 +1,359 @@
+"""The real-time writer thread: ring -> fades -> device format -> ALSA, one period at a time.
+
+Rules for this file (the underrun benchmark checks them): no logging, no disk, no locks, no
+per-period buffer allocation. Commands arrive in a deque (append/popleft are atomic), and
+everything the writer tells the rest of the program goes out through a deque of events and
+a seqlock-protected position record. Commands take effect at the next period edge: the
+writer switches between rings the decode thread has already filled, so the seconds of
+read-ahead never add latency.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+from ..config import Device
+from .formats import Converter
+from .ringbuffer import Ring
+from .sink import AlsaSink, DeviceError, DeviceLost
+
+REOPEN_EVERY_S = 0.5
+HISTORY = 512
+
+
+class Slot:
+    """A ring holding one song from one frame on. The control side decides what a slot
+    should hold (`want`); the decode thread fills it and publishes `have` last; the writer
+    only plays a slot a command names, and the control side never retargets a slot the
+    writer may still be reading (see Engine._busy)."""
+
+    def __init__(self, index: int, frames: int, channels: int):
+        self.index = index
+        self.ring = Ring(frames, channels)
+        self.want: tuple[int, int, int] | None = None  # (song, frame, generation)
+        self.have: tuple[int, int, int] | None = None
+        self.song = -1
+        self.start = 0        # song frame at ring frame 0
+        self.frames = 0       # song length
+        self.eof = False      # every frame up to the song's end is in the ring
+        self.follow = -1      # slot to continue into gaplessly at the end (after: next)
+        self.after = "stop"
+        self.problems: list[str] = []
+
+    def ready(self, min_frames: int) -> bool:
+        return (self.want is not None and self.have == self.want
+                and (self.eof or self.ring.readable() >= min_frames))
+
+    @property
+    def position(self) -> int:
+        return self.start + self.ring.read
+
+
+class Writer(threading.Thread):
+    def __init__(self, device: Device, slots: list[Slot], fade_frames: int,
+                 rt_priority: int = 0, sink: AlsaSink | None = None):
+        super().__init__(name="backtrack-writer", daemon=True)
+        self.device = device
+        self.slots = slots
+        self.period = device.period
+        self.sink = sink or AlsaSink(device)
+        self.rt_priority = rt_priority
+        self.rt_status = "not started"
+        self.commands: deque = deque()
+        self.events: deque = deque()
+        self.acked = 0
+        self.running = True
+        self.active: Slot | None = None
+        self.active_index = -1
+        self.paused = False
+        self.muted = False          # hot standby: follower plays silently
+        self.device_ok = False
+        self.device_error = ""
+        self.stall_s = 0.0          # tests/benchmarks: hold the writer to force an underrun
+        self.freeze = False         # tests: a hung writer (stops advancing)
+        self.starved = 0
+        self.periods_done = 0
+        self.written = 0            # device frames handed to ALSA (or paced while lost)
+        self.last_progress_ns = time.monotonic_ns()
+        # fades
+        self.fade_frames = max(1, fade_frames)
+        ramp = np.linspace(0.0, 1.0, self.fade_frames + 1, dtype=np.float32)[1:]
+        self._ramp_up = ramp.reshape(-1, 1)
+        self._ramp_down = ramp[::-1].copy().reshape(-1, 1)
+        self._fade = 0          # +1 fading in, -1 fading out, 0 none
+        self._fade_pos = 0
+        self._after_fade: tuple | None = None
+        # buffers, allocated once
+        ch = device.channels
+        self._block = np.zeros((self.period, ch), np.float32)
+        self._conv = Converter(device.format, ch, self.period)
+        # position record (seqlock): written, queued, t_ns
+        self._seq = 0
+        self._pos = np.zeros(3, np.int64)
+        # segments: dev frame, song, song frame, playing(1/0)
+        self._hist = np.zeros((HISTORY, 4), np.int64)
+        self._hist[:, 1] = -1
+        self._nhist = 0
+
+    # ---- called from other threads ---------------------------------------------------------
+    def post(self, *cmd) -> int:
+        """Queue a command; returns its sequence number (acked once applied)."""
+        self._cmdseq = getattr(self, "_cmdseq", 0) + 1
+        self.commands.append((self._cmdseq, *cmd))
+        return self._cmdseq
+
+    def dac_position(self) -> tuple[int, int, int]:
+        """(device frame reaching the DAC at t_ns, t_ns, frames queued), consistent."""
+        while True:
+            s1 = self._seq
+            written, queued, t_ns = int(self._pos[0]), int(self._pos[1]), int(self._pos[2])
+            if s1 == self._seq and not s1 & 1:
+                return written - queued, t_ns, queued
+
+    def song_at(self, dev_frame: int) -> tuple[int, int, bool]:
+        """(song, song frame, playing) of the given device frame, from the segment history."""
+        n = self._nhist
+        for k in range(n - 1, max(-1, n - HISTORY), -1):
+            row = self._hist[k % HISTORY]
+            if row[0] <= dev_frame:
+                song, frame, playing = int(row[1]), int(row[2]), bool(row[3])
+                if playing:
+                    frame += dev_frame - int(row[0])
+                return song, frame, playing
+        return -1, 0, False
+
+    def stop(self) -> None:
+        self.running = False
+
+    # ---- the thread -----------------------------------------------------------------------
+    def run(self) -> None:
+        self._ask_realtime()
+        self._open_device()
+        next_reopen = time.monotonic() + REOPEN_EVERY_S
+        period_s = self.period / self.device.rate
+        due = time.monotonic()
+        while self.running:
+            if self.freeze:
+                time.sleep(0.01)
+                continue
+            self._render_period()
+            data = self._conv.convert(self._block)
+            if self.sink.is_open:
+                try:
+                    self.sink.write(data, self.period)
+                    queued = self.sink.queued()
+                except DeviceLost as exc:
+                    self.sink.close()
+                    self.device_ok = False
+                    self.device_error = f"device lost: {exc}"
+                    self.events.append(("device_lost", self.device_error))
+                    queued = 0
+                    due = time.monotonic()
+                    next_reopen = due + REOPEN_EVERY_S
+            else:
+                # No device: keep the song clock running in real time so the show is still
+                # in step with the band when the interface comes back.
+                due += period_s
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                else:
+                    due = time.monotonic()
+                queued = 0
+                if time.monotonic() >= next_reopen:
+                    next_reopen = time.monotonic() + REOPEN_EVERY_S
+                    if self._open_device():
+                        self.events.append(("device_back", ""))
+            self.written += self.period
+            self.periods_done += 1
+            self._publish(queued)
+            if self.stall_s:
+                time.sleep(self.stall_s)
+                self.stall_s = 0.0
+        self._fade_out_and_close()
+
+    def _ask_realtime(self) -> None:
+        if self.rt_priority <= 0:
+            self.rt_status = "real-time scheduling not requested"
+            return
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.rt_priority))
+            self.rt_status = f"SCHED_FIFO priority {self.rt_priority}"
+        except (PermissionError, OSError) as exc:
+            self.rt_status = (f"no real-time scheduling ({exc.strerror or exc}); "
+                              "grant LimitRTPRIO in the service")
+
+    def _open_device(self) -> bool:
+        try:
+            self.sink.open()
+        except DeviceError as exc:
+            self.device_ok = False
+            self.device_error = str(exc)
+            return False
+        self.device_ok = True
+        self.device_error = ""
+        return True
+
+    def _publish(self, queued: int) -> None:
+        self._seq += 1
+        self._pos[0] = self.written
+        self._pos[1] = queued
+        self._pos[2] = time.monotonic_ns()
+        self._seq += 1
+        self.last_progress_ns = self._pos[2]
+
+    def _segment(self, offset: int) -> None:
+        """Note which song frame the device frame `written + offset` carries from now on."""
+        row = self._hist[self._nhist % HISTORY]
+        a = self.active
+        row[0] = self.written + offset
+        if a is None:
+            row[1] = -1
+            row[2] = 0
+            row[3] = 0
+        else:
+            row[1] = a.song
+            row[2] = a.position
+            row[3] = 0 if self.paused else 1
+        self._nhist += 1
+
+    # ---- one period ------------------------------------------------------------------------
+    def _apply_commands(self) -> None:
+        cmds = self.commands
+        while cmds:
+            cmd = cmds.popleft()
+            seq, kind = cmd[0], cmd[1]
+            if kind == "start":
+                slot = self.slots[cmd[2]]
+                fade_in = cmd[3]
+                if self.active is not None and not self.paused and self._fade != -1:
+                    self._begin_fade_out(("start", slot, fade_in))
+                elif self._fade == -1:
+                    self._after_fade = ("start", slot, fade_in)
+                else:
+                    self._switch(slot, fade_in, 0)
+            elif kind == "pause":
+                if self.active is not None and not self.paused:
+                    self._begin_fade_out(("pause",))
+            elif kind == "resume":
+                if self.active is not None and self.paused:
+                    self.paused = False
+                    self._fade, self._fade_pos = 1, 0
+                    self._segment(0)
+            elif kind == "halt":
+                if self.active is not None and not self.paused:
+                    self._begin_fade_out(("halt",))
+                else:
+                    self._release(0)
+            elif kind == "mute":
+                self.muted = bool(cmd[2])
+            self.acked = seq
+
+    def _begin_fade_out(self, then: tuple) -> None:
+        if self._fade == 1:
+            # fading in: fade out from the level reached, not from full scale
+            self._fade_pos = self.fade_frames - self._fade_pos
+        else:
+            self._fade_pos = 0
+        self._fade = -1
+        self._after_fade = then
+
+    def _switch(self, slot: Slot | None, fade_in: bool, offset: int) -> None:
+        self.active = slot
+        self.active_index = slot.index if slot is not None else -1
+        self.paused = False
+        self._fade, self._fade_pos = (1, 0) if fade_in else (0, 0)
+        self._segment(offset)
+
+    def _release(self, offset: int) -> None:
+        self._fade = 0
+        self._switch(None, False, offset)
+
+    def _finish_fade_out(self, offset: int) -> None:
+        then = self._after_fade
+        self._after_fade = None
+        self._fade = 0
+        if then is None:
+            return
+        if then[0] == "start":
+            self._switch(then[1], then[2], offset)
+        elif then[0] == "pause":
+            self.paused = True
+            self._segment(offset)
+        else:
+            self._release(offset)
+
+    def _render_period(self) -> None:
+        block = self._block
+        block.fill(0.0)
+        if self.commands:
+            self._apply_commands()
+        self._segment(0)
+        period = self.period
+        done = 0
+        guard = 0
+        while done < period and guard < 8:
+            guard += 1
+            slot = self.active
+            if slot is None or self.paused:
+                break
+            want = period - done
+            if self._fade == -1:
+                want = min(want, self.fade_frames - self._fade_pos)
+            elif self._fade == 1:
+                want = min(want, self.fade_frames - self._fade_pos)
+            avail = slot.ring.readable()
+            if avail <= 0:
+                if slot.eof:
+                    self._song_end(slot, done)
+                    continue
+                self.starved += 1
+                break
+            n = min(want, avail)
+            slot.ring.read_into(block[done:], n)
+            if self._fade:
+                ramp = self._ramp_down if self._fade == -1 else self._ramp_up
+                seg = block[done:done + n]
+                np.multiply(seg, ramp[self._fade_pos:self._fade_pos + n], out=seg)
+                self._fade_pos += n
+                if self._fade_pos >= self.fade_frames:
+                    if self._fade == -1:
+                        done += n
+                        self._finish_fade_out(done)
+                        continue
+                    self._fade = 0
+            done += n
+        if self.muted:
+            block.fill(0.0)
+
+    def _song_end(self, slot: Slot, offset: int) -> None:
+        nxt = self.slots[slot.follow] if slot.after == "next" and slot.follow >= 0 else None
+        if nxt is not None and nxt.have == nxt.want and nxt.have is not None:
+            self._fade = 0
+            self._switch(nxt, False, offset)
+            self.events.append(("ended", slot.song, nxt.index))
+        else:
+            self._release(offset)
+            self.events.append(("ended", slot.song, -1))
+
+    def _fade_out_and_close(self) -> None:
+        """Shutdown: one fade, then a period of silence so the last sample is not a click."""
+        if self.sink.is_open:
+            try:
+                if self.active is not None and not self.paused:
+                    self._begin_fade_out(("halt",))
+                    for _ in range(self.fade_frames // self.period + 2):
+                        self._render_period()
+                        self.sink.write(self._conv.convert(self._block), self.period)
+                        self.written += self.period
+                self._block.fill(0.0)
+                self.sink.write(self._conv.convert(self._block), self.period)
+                self.sink.pcm.drain()
+            except (DeviceLost, Exception):  # noqa: BLE001 - closing must not raise on exit
+                pass
+        self.sink.close()

@@ -1,0 +1,129 @@
+"""`backtrack ctl`: talk to a running daemon over its control socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+
+from .config import DEFAULT_SOCKET
+from .errors import UserError
+
+VERBS = ("play", "stop", "pause", "play_stop", "next", "prev", "goto", "status")
+
+
+class Client:
+    """One connection, JSON lines each way."""
+
+    def __init__(self, path: str, timeout: float = 10.0):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(path)
+        except FileNotFoundError:
+            raise UserError(f"no daemon is listening on {path} (is `backtrack run` started? "
+                            "use --socket PATH or $BACKTRACK_SOCKET)") from None
+        except OSError as exc:
+            raise UserError(f"cannot connect to {path}: {exc.strerror or exc}") from None
+        self.file = self.sock.makefile("rb")
+
+    def request(self, req: dict) -> dict:
+        try:
+            self.sock.sendall((json.dumps(req) + "\n").encode())
+            line = self.file.readline()
+        except OSError as exc:
+            raise UserError(f"the daemon did not answer: {exc}") from None
+        if not line:
+            raise UserError("the daemon closed the connection")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def socket_path(arg: str | None) -> str:
+    return arg or os.environ.get("BACKTRACK_SOCKET") or DEFAULT_SOCKET
+
+
+def words_to_request(words: list[str]) -> dict:
+    verb = words[0]
+    if verb not in VERBS:
+        raise UserError(f"unknown command '{verb}'; valid: play, stop, pause, next, prev, "
+                        "goto N, status")
+    if verb == "goto":
+        if len(words) != 2 or not words[1].isdigit():
+            raise UserError("goto needs a song number: backtrack ctl goto 3")
+        return {"cmd": "goto", "song": int(words[1])}
+    if len(words) != 1:
+        raise UserError(f"'{verb}' takes no argument")
+    return {"cmd": verb}
+
+
+def fmt_time(seconds: float) -> str:
+    m, s = divmod(max(seconds, 0.0), 60)
+    return f"{int(m)}:{s:04.1f}"
+
+
+def status_line(st: dict, width: int = 24) -> str:
+    dur = st.get("duration_s") or 0.0
+    pos = st.get("position_s") or 0.0
+    filled = int(width * min(pos / dur, 1.0)) if dur else 0
+    bar = "#" * filled + "-" * (width - filled)
+    icon = {"playing": ">", "paused": "||", "cued": "*", "stopped": "[]"}.get(st["state"], "?")
+    line = (f"{icon} {st['song']}/{st['songs']} {st['title'][:24]:<24} [{bar}] "
+            f"{fmt_time(pos)} / {fmt_time(dur)}  {st['state']:<7}  xruns {st['xruns']}")
+    if st.get("device") != "ok":
+        line += f"  DEVICE: {st.get('device')}"
+    if st.get("problems"):
+        line += f"  {len(st['problems'])} stem problem(s)"
+    return line
+
+
+def watch_status(client: Client, out=sys.stdout, interval: float = 0.1,
+          seconds: float | None = None) -> int:
+    tty = out.isatty()
+    end = time.monotonic() + seconds if seconds else None
+    last = 0.0
+    try:
+        while end is None or time.monotonic() < end:
+            reply = client.request({"cmd": "status"})
+            line = status_line(reply["state"])
+            if tty:
+                out.write("\r\033[K" + line)
+                out.flush()
+            elif time.monotonic() - last >= 1.0:
+                out.write(line + "\n")
+                out.flush()
+                last = time.monotonic()
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    if tty:
+        out.write("\n")
+    return 0
+
+
+def main(sock: str | None, words: list[str], as_json: bool = False, watch: bool = False) -> int:
+    req = words_to_request(words)
+    client = Client(socket_path(sock))
+    try:
+        if watch:
+            if req["cmd"] != "status":
+                raise UserError("--watch goes with status")
+            return watch_status(client)
+        reply = client.request(req)
+    finally:
+        client.close()
+    if as_json:
+        print(json.dumps(reply))
+    elif not reply.get("ok"):
+        print(f"backtrack: {reply.get('error')}", file=sys.stderr)
+    else:
+        if reply.get("message"):
+            print(reply["message"])
+        print(status_line(reply["state"]))
+    return 0 if reply.get("ok") else 1

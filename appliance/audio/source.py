@@ -49,15 +49,21 @@ def probe(stem: Stem) -> StemInfo:
         if not stem.file.exists():
             info.problem = "file not found"
             return info
+        if stem.file.is_dir():
+            info.problem = "is a folder, not an audio file"
+            return info
         if stem.file.stat().st_size == 0:
             info.problem = "file is empty (0 bytes)"
             return info
+        with open(stem.file, "rb"):  # libsndfile reports an unreadable file as "System error."
+            pass
         with sf.SoundFile(str(stem.file)) as f:
             info.frames, info.channels, info.rate = f.frames, f.channels, f.samplerate
             info.format = f"{f.format}/{f.subtype}"
             promised = _promised_frames(f.extra_info, f.frames)
     except PermissionError:
-        info.problem = "permission denied"
+        info.problem = ("permission denied: this user cannot read the file (check its owner "
+                        "and mode)")
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         info.problem = f"not a readable audio file ({_reason(exc)})"
     else:

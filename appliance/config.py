@@ -261,6 +261,12 @@ def _device(r: NodeReader, node: yaml.Node | None) -> Device:
     )
 
 
+def _channels_known(r: NodeReader) -> bool:
+    """False when device.channels was itself wrong: the default stood in for it, and
+    channel numbers checked against that default would only add misleading errors."""
+    return not any(p.key == "device.channels" for p in r.errors)
+
+
 def _outputs(r: NodeReader, node: yaml.Node | None, device: Device) -> dict[str, tuple[int, ...]]:
     if node is None:
         return {}
@@ -283,7 +289,7 @@ def _outputs(r: NodeReader, node: yaml.Node | None, device: Device) -> dict[str,
             ch = r.integer(item, ikey, 1, 64)
             if ch is None:
                 continue
-            if ch > device.channels:
+            if ch > device.channels and _channels_known(r):
                 r.error(item, ikey, f"channel {ch} is beyond the device's "
                         f"{device.channels} channels (device.channels); valid: 1 to "
                         f"{device.channels}")
@@ -574,7 +580,8 @@ def _peer(r: NodeReader, node: yaml.Node | None, base: Path, device: Device) -> 
     pilot_output, pilot_hz = None, d.pilot_hz
     pilot = r.mapping(p.get("pilot"), "peer.pilot", ("output", "hz"), required=("output",))
     if pilot:
-        ch = r.integer(pilot.get("output"), "peer.pilot.output", 1, device.channels)
+        ch = r.integer(pilot.get("output"), "peer.pilot.output", 1,
+                       device.channels if _channels_known(r) else 64)
         pilot_output = ch - 1 if ch is not None else None
         pilot_hz = r.number(pilot.get("hz"), "peer.pilot.hz", 20, 20000, default=d.pilot_hz)
     if mode == "switcher" and pilot_output is None:

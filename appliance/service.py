@@ -7,6 +7,7 @@ peer when configured). SIGTERM/SIGINT fade out and close the device; the process
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ from .errors import UserError
 
 log = logging.getLogger("backtrack")
 
+FAULTS_ENABLED = os.environ.get("BACKTRACK_FAULTS") == "1"
 COMMANDS = ("play", "stop", "pause", "play_stop", "next", "prev", "goto", "status")
 
 
@@ -71,6 +73,8 @@ class Daemon:
     def handle(self, req: dict) -> dict:
         if req.get("cmd") == "status":
             return {"ok": True, "state": status_dict(self.engine)}
+        if req.get("cmd") == "_fault" and FAULTS_ENABLED:
+            return self._fault(req)
         action, err = request_action(req)
         if action is None:
             return {"ok": False, "error": err}
@@ -79,6 +83,16 @@ class Daemon:
         if msg:
             reply["message" if ok else "error"] = msg
         return reply
+
+    def _fault(self, req: dict) -> dict:
+        """Fault injection for tests and benchmarks (only with BACKTRACK_FAULTS=1): stall the
+        writer once (an underrun), or freeze it (a hung audio path)."""
+        w = self.engine.writer
+        if "stall_ms" in req:
+            w.stall_s = float(req["stall_ms"]) / 1000
+        if "freeze" in req:
+            w.freeze = bool(req["freeze"])
+        return {"ok": True, "state": status_dict(self.engine)}
 
     def start(self) -> None:
         self.engine.start()

@@ -148,6 +148,7 @@ class Engine:
         self._gen = 0
         self._consumed: set[int] = set()   # slots the writer has played from (not at frame 0)
         self._pending: dict[int, tuple[int, ...]] = {}  # command seq -> slots it names
+        self._playing = -1  # the slot the writer plays or is about to (control side's view)
         self.monitor = threading.Thread(target=self._monitor, name="backtrack-monitor",
                                         daemon=True)
         self.running = False
@@ -197,6 +198,7 @@ class Engine:
                 return False, f"song {song + 1} could not be prepared in time"
             self._post("start", slot.index, False)
             self._consumed.add(slot.index)
+            self._playing = slot.index
         elif kind == "resume":
             if w.active is None:
                 # paused at the top of the next song (after: pause): start it
@@ -206,6 +208,7 @@ class Engine:
             self._post("pause")
         elif kind == "halt":
             self._post("halt")
+            self._playing = -1
         elif kind == "cue":
             pass  # _prepare readies it
         return True, ""
@@ -222,12 +225,12 @@ class Engine:
         for seq in [s for s in self._pending if s <= acked]:
             del self._pending[seq]
         busy = {i for slots in self._pending.values() for i in slots}
-        active = self.writer.active_index
-        if active >= 0:
-            busy.add(active)
-            follow = self.slots[active].follow
-            if follow >= 0:
-                busy.add(follow)
+        for active in (self.writer.active_index, self._playing):
+            if active >= 0:
+                busy.add(active)
+                follow = self.slots[active].follow
+                if follow >= 0:
+                    busy.add(follow)
         return busy
 
     def _targets(self) -> list[tuple[int, int]]:
@@ -271,7 +274,8 @@ class Engine:
         return have.get(extra) if extra is not None else None
 
     def _link_follow(self, have: dict[tuple[int, int], Slot]) -> None:
-        active = self.writer.active_index
+        """Tell the playing slot which slot continues it gaplessly (after: next)."""
+        active = self._playing
         if active < 0:
             return
         slot = self.slots[active]
@@ -312,6 +316,9 @@ class Engine:
                     song, nxt = ev[1], ev[2]
                     if nxt >= 0:
                         self._consumed.add(nxt)
+                        self._playing = nxt
+                    elif self._playing >= 0 and self.slots[self._playing].song == song:
+                        self._playing = -1
                     cur = self.transport.current
                     if cur.state == PLAYING and cur.song == song:
                         effect = self.transport.song_ended(song)

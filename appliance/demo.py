@@ -1,0 +1,94 @@
+"""`backtrack demo` (what `make demo` runs): generate the demo set and play it.
+
+Plays on the first real sound card; on a machine with none (a CI box, a container), on a
+private virtual card: a JACK server with the dummy backend, paced in real time, reached
+through the ALSA `jack` plugin, so the whole real path (ALSA PCM, writer thread, device
+delay) runs exactly as on the Pi. The live status line is the same as `backtrack ctl status
+--watch`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .config import load
+from .ctl import Client, status_line
+from .demoset import write_demo_set
+from .errors import UserError
+
+
+def first_card() -> str | None:
+    """`plughw:CARD=<id>,DEV=0` of the first ALSA card, or None without one."""
+    try:
+        text = Path("/proc/asound/cards").read_text()
+    except OSError:
+        return None
+    m = re.search(r"^\s*\d+\s+\[(\w+)\s*\]", text, re.M)
+    return f"plughw:CARD={m.group(1)},DEV=0" if m else None
+
+
+def main(folder: str | None, device: str | None, seconds: float | None) -> int:
+    from .service import Daemon, setup_logging
+
+    setup_logging()
+    out = Path(folder or "demo-set").absolute()
+    virtual = None
+    device = device or first_card()
+    if device is None:
+        from .virtualcard import JackError, JackServer
+
+        print("no sound card found: playing on a private virtual card "
+              "(JACK dummy backend through the ALSA jack plugin)", flush=True)
+        try:
+            virtual = JackServer(rate=48000, period=512, playback_ports=2).start()
+        except (JackError, OSError) as exc:
+            raise UserError(f"cannot start the virtual sound card: {exc}") from None
+        virtual.write_alsa_config(channels=2, pcm="backtrack_demo",
+                                  ports=["system:playback_1", "system:playback_2"])
+        os.environ.update(virtual.env())
+        device = "backtrack_demo"
+    print(f"generating the demo set in {out} ...", flush=True)
+    cfg = load(write_demo_set(out, device, channels=2))
+    daemon = Daemon(cfg)
+    stop = {"now": False}
+
+    def on_signal(_signum, _frame) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        daemon.start()
+        client = Client(cfg.control.socket)
+        print(f"playing {len(cfg.songs)} songs on {device}; Ctrl-C stops. Control it from "
+              f"another terminal: backtrack ctl --socket {cfg.control.socket} next", flush=True)
+        client.request({"cmd": "play"})
+        end = time.monotonic() + seconds if seconds else None
+        tty = sys.stdout.isatty()
+        last_print = 0.0
+        while not stop["now"] and (end is None or time.monotonic() < end):
+            st = client.request({"cmd": "status"})["state"]
+            line = status_line(st)
+            if tty:
+                sys.stdout.write("\r\033[K" + line)
+                sys.stdout.flush()
+            elif time.monotonic() - last_print >= 1.0:
+                print(line, flush=True)
+                last_print = time.monotonic()
+            if st["state"] == "stopped":
+                break
+            time.sleep(0.1)
+        if tty:
+            print()
+        client.close()
+        print("end of the demo set" if not stop["now"] else "stopped", flush=True)
+    finally:
+        daemon.stop()
+        if virtual is not None:
+            virtual.stop()
+    return 0

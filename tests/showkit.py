@@ -1,0 +1,177 @@
+"""Test shows and a daemon in a subprocess.
+
+`make_show` writes songs whose stems are seeded noise quantised to 2^-20 (exact through
+S32 and float), so a recorded frame can be traced back to its song, stem and frame by
+value: a dropped, repeated or misplaced frame cannot hide. `Daemon` runs `backtrack run`
+as a real process against a JackAudio sound card.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+RATE = 48000
+# stem name -> (output name, channels of the file)
+STEMS = {"click": ("click", 1), "tracks": ("tracks", 2), "bass": ("bass", 1), "pad": ("pad", 1)}
+OUTPUTS = {"click": [1], "tracks": [3, 4], "bass": [5], "pad": [6, 7]}
+
+
+def noise(seed: int, frames: int, channels: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2**18, 2**18, size=(frames, channels)).astype(np.float32) / 2**20
+    x[0] = 0.5  # frame 0 is never silent, so a song's start is found exactly
+    x[x == 0] = 2**-20
+    return x
+
+
+@dataclass
+class Show:
+    config: Path
+    stems: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)  # (song, stem)
+    frames: list[int] = field(default_factory=list)
+    socket: str = ""
+
+    def expected(self, song: int) -> np.ndarray:
+        """What the device should carry for a song (8 channels), computed independently of
+        the mixer: the routing rule written out by hand."""
+        n = self.frames[song]
+        out = np.zeros((n, 8), np.float32)
+        for name, (out_name, _ch) in STEMS.items():
+            data = self.stems.get((song, name))
+            if data is None:
+                continue
+            chans = OUTPUTS[out_name]
+            for k, c in enumerate(chans):
+                src = data[:, 0] if data.shape[1] == 1 else data[:, k]
+                out[: len(src), c - 1] += src
+        return out
+
+
+def make_show(folder: Path, seconds: list[float], afters: list[str] | None = None,
+              pcm: str = "backtrack_test", fmt: str = "S32_LE", period: int = 256,
+              periods: int = 3, extra: str = "") -> Show:
+    folder.mkdir(parents=True, exist_ok=True)
+    afters = afters or ["stop"] * len(seconds)
+    sock = str(folder / "ctl.sock")
+    show = Show(folder / "show.yaml", socket=sock)
+    lines = [
+        f'device: {{name: "{pcm}", channels: 8, rate: {RATE}, format: {fmt}, '
+        f"period: {period}, periods: {periods}}}",
+        "outputs: {" + ", ".join(f"{k}: {v}" for k, v in OUTPUTS.items()) + "}",
+        f'control: {{socket: "{sock}"}}',
+        "engine: {readahead: 1.0}",
+        "songs:",
+    ]
+    for i, (secs, after) in enumerate(zip(seconds, afters, strict=True)):
+        n = int(secs * RATE)
+        show.frames.append(n)
+        lines += [f'  - title: "Song {i + 1}"', f"    after: {after}", "    stems:"]
+        for j, (name, (out, ch)) in enumerate(STEMS.items()):
+            # stems of one song differ in length; the song lasts as long as the longest
+            frames = n if j == 0 else n - (j * RATE // 10)
+            data = noise(1000 * i + j, frames, ch)
+            path = folder / f"s{i + 1}_{name}.wav"
+            sf.write(str(path), data, RATE, subtype="FLOAT")
+            show.stems[(i, name)] = data
+            lines.append(f"      - {{file: {path.name}, to: {out}}}")
+    show.config.write_text("\n".join(lines) + "\n" + extra)
+    return show
+
+
+def find_song_start(audio: np.ndarray, first_frames: np.ndarray, start: int = 0) -> int | None:
+    """Index in `audio` where a song's first frames (8 channels) appear exactly."""
+    col = audio[start:, 0]
+    for idx in np.flatnonzero(col == first_frames[0, 0]):
+        i = start + int(idx)
+        m = min(len(first_frames), audio.shape[0] - i)
+        if m > 0 and np.array_equal(audio[i:i + m], first_frames[:m]):
+            return i
+    return None
+
+
+def locate(audio_frames: np.ndarray, song_audio: np.ndarray) -> int | None:
+    """Song frame whose next frames equal `audio_frames` (a short run of recorded frames)."""
+    col = song_audio[:, 0]
+    for idx in np.flatnonzero(col == audio_frames[0, 0]):
+        i = int(idx)
+        m = len(audio_frames)
+        if i + m <= len(song_audio) and np.array_equal(song_audio[i:i + m], audio_frames):
+            return i
+    return None
+
+
+class Daemon:
+    """`backtrack run` in a subprocess with the sound card's environment."""
+
+    def __init__(self, show: Show, env: dict[str, str], log: Path | None = None):
+        env = {**env, "BACKTRACK_FAULTS": "1"}
+        self.show = show
+        self.log_path = log or show.config.with_suffix(".log")
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "run", "--config", str(show.config)],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                st = self.ctl({"cmd": "status"})
+                if st.get("ok"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"daemon not ready:\n{self.log()}")
+
+    def ctl(self, req: dict | str) -> dict:
+        if isinstance(req, str):
+            req = {"cmd": req}
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(self.show.socket)
+            s.sendall((json.dumps(req) + "\n").encode())
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        return json.loads(buf)
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()

@@ -1,0 +1,505 @@
+"""`backtrack check`: is this show playable? Said before the show, not discovered on stage.
+
+It loads the config (every config mistake at once, with file, line and key), opens every
+stem, converts stems at another sample rate now (filling the resample cache, so the show's
+start pays nothing), runs each song's real mix through the device-format converter (the
+same code `run` and `render` use) to count clipped samples and to notice files that fail
+or end early while being read, and opens the ALSA device with the configured parameters.
+
+Three layers, so the logic is testable without audio or a sound card:
+`inspect_song` / `probe_device` gather facts (I/O); `build_report` is a pure function from
+those facts to the report (problems, warnings, playable); `format_report` renders it for a
+person. `main` glues them to the CLI.
+
+Severity: whatever stops a song from playing as written (a stem that cannot be read, is
+truncated or cannot be routed; a device that refuses the rate, format or channels) is an
+error; what plays but deserves a look (duplicate titles, stems of different lengths,
+clipping, a device that is not plugged in right now) is a warning. Exit 0 = playable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .audio.formats import Converter
+from .audio.source import SongReader, cache_path, probe
+from .config import Config, ConfigError, Device, Problem, load
+
+BLOCK = 65536
+LENGTH_TOLERANCE_S = 0.001  # stems within a millisecond of each other count as equal
+
+
+# -- facts (I/O) ---------------------------------------------------------------------------
+
+@dataclass
+class StemFacts:
+    """What opening and reading one stem found out."""
+
+    index: int
+    file: str
+    to: list[str]
+    channels: list[int]            # 0-based device channels, in route order
+    gain_db: float
+    line: int
+    file_channels: int = 0
+    file_rate: int = 0
+    format: str = ""
+    frames: int = 0                # playable frames at the device rate (after reading)
+    problem: str | None = None
+    route_mismatch: bool = False   # the problem is the channel count vs the route
+    resampled_from: int | None = None
+    cache_file: str | None = None
+    cached_before: bool = False
+
+
+@dataclass
+class SongFacts:
+    index: int
+    title: str
+    after: str
+    line: int
+    stems: list[StemFacts]
+    frames: int = 0
+    clipped: int = 0
+    peaks: list[float] = field(default_factory=list)  # per device channel, linear
+
+
+@dataclass
+class DeviceFacts:
+    """status: ok | mismatch | missing | busy | refused | unavailable | skipped"""
+
+    name: str
+    status: str
+    message: str = ""
+    asked: dict[str, Any] = field(default_factory=dict)
+    got: dict[str, Any] | None = None
+
+
+def inspect_song(cfg: Config, index: int, block: int = BLOCK) -> SongFacts:
+    """Open every stem of a song (converting sample rates into the cache now), then run
+    the song's whole mix through the device-format converter."""
+    song = cfg.songs[index]
+    dev = cfg.device
+    stems: list[StemFacts] = []
+    for j, st in enumerate(song.stems):
+        facts = StemFacts(index=j, file=str(st.file), to=list(st.to), channels=list(st.channels),
+                          gain_db=st.gain_db, line=st.line)
+        info = probe(st)
+        facts.file_channels, facts.file_rate, facts.format = info.channels, info.rate, info.format
+        if info.problem is None and info.rate != dev.rate:
+            try:
+                facts.cached_before = cache_path(cfg.cache_dir, st.file, dev.rate).exists()
+            except OSError:
+                pass
+        stems.append(facts)
+    reader = SongReader(song, dev, cfg.cache_dir, block)
+    conv = Converter(dev.format, dev.channels, block)
+    out = np.zeros((block, dev.channels), np.float32)
+    mag = np.zeros((block, dev.channels), np.float32)
+    peaks = np.zeros(dev.channels, np.float32)
+    try:
+        while True:
+            n = reader.read_into(out)
+            if n == 0:
+                break
+            conv.convert(out[:n])  # the bytes the sound card would get; counts clipping
+            np.abs(out[:n], out=mag[:n])
+            np.maximum(peaks, mag[:n].max(axis=0), out=peaks)
+    finally:
+        reader.close()
+    for facts, sr in zip(stems, reader.stems, strict=True):
+        info = sr.info
+        facts.problem = info.problem
+        facts.frames = sr.frames
+        facts.route_mismatch = (info.problem is not None and info.frames > 0
+                                and info.channels not in (1, len(facts.channels)))
+        if info.resampled_from:
+            facts.resampled_from = info.resampled_from
+            try:
+                facts.cache_file = str(cache_path(cfg.cache_dir, sr.stem.file, dev.rate))
+            except OSError:
+                pass
+    return SongFacts(index=index, title=song.title, after=song.after, line=song.line,
+                     stems=stems, frames=reader.frames, clipped=conv.clipped,
+                     peaks=[float(p) for p in peaks])
+
+
+ALSA_ERRORS_MISSING = ("No such device", "No such file or directory", "Unknown PCM",
+                       "No such card", "Cannot get card index")
+ALSA_ERRORS_BUSY = ("Device or resource busy", "busy")
+
+
+def probe_device(device: Device) -> DeviceFacts:
+    """Open the PCM non-blocking with the configured parameters, read back what ALSA set,
+    close it. Nothing is played."""
+    asked = {"rate": device.rate, "channels": device.channels, "format": device.format,
+             "period": device.period, "periods": device.periods}
+    facts = DeviceFacts(device.name, "ok", asked=asked)
+    try:
+        import alsaaudio
+    except ImportError as exc:
+        facts.status, facts.message = "unavailable", f"pyalsaaudio is not available ({exc})"
+        return facts
+    fmt = getattr(alsaaudio, f"PCM_FORMAT_{device.format}")
+    try:
+        with _quiet_stderr():
+            pcm = alsaaudio.PCM(type=alsaaudio.PCM_PLAYBACK, mode=alsaaudio.PCM_NONBLOCK,
+                                rate=device.rate, channels=device.channels, format=fmt,
+                                periodsize=device.period, periods=device.periods,
+                                device=device.name)
+    except alsaaudio.ALSAAudioError as exc:
+        text = str(exc)
+        if any(s in text for s in ALSA_ERRORS_BUSY):
+            facts.status = "busy"
+        elif any(s in text for s in ALSA_ERRORS_MISSING):
+            facts.status = "missing"
+        else:
+            facts.status = "refused"
+        facts.message = text
+        return facts
+    try:
+        info = pcm.info()
+        facts.got = {"rate": info.get("rate"), "channels": info.get("channels"),
+                     "format": info.get("format_name"), "period": info.get("period_size"),
+                     "periods": info.get("periods")}
+    finally:
+        pcm.close()
+    if any(facts.got[k] != asked[k] for k in asked):
+        facts.status = "mismatch"
+    return facts
+
+
+class _quiet_stderr:
+    """libasound prints its own error lines to fd 2 ("ALSA lib confmisc.c:..."); the report
+    says the same thing in words, so they are swallowed while the device is opened."""
+
+    def __enter__(self) -> None:
+        try:
+            sys.stderr.flush()
+            self._saved = os.dup(2)
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
+            os.close(null)
+        except OSError:
+            self._saved = None
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is not None:
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+
+
+# -- the report (pure) ---------------------------------------------------------------------
+
+def fmt_duration(seconds: float) -> str:
+    """m:ss.s, e.g. 3:05.2 (rounded to a tenth once, so 59.96 s is 1:00.0, not 0:60.0)."""
+    tenths = int(round(max(0.0, seconds) * 10))
+    m, t = divmod(tenths, 600)
+    return f"{m}:{t // 10:02d}.{t % 10}"
+
+
+def _dbfs(linear: float) -> float | None:
+    return round(20 * math.log10(linear), 1) if linear > 0 else None
+
+
+def _problem(cfg: Config, line: int, key: str, message: str, severity: str = "error"
+             ) -> dict[str, Any]:
+    return asdict(Problem(str(cfg.path), line, key, message, severity))
+
+
+DEVICE_KEYS = ("name", "channels", "rate", "format", "period", "periods")
+
+
+def device_lines(path: Path) -> dict[str, int]:
+    """Line of each `device.<key>` in the config (or of `device:` for keys left at their
+    default), so device problems point somewhere; Config itself keeps no device lines."""
+    lines = dict.fromkeys(DEVICE_KEYS, 0)
+    try:
+        import yaml
+        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except Exception:  # noqa: BLE001 - only a nicety for the messages
+        return lines
+    if not isinstance(root, yaml.MappingNode):
+        return lines
+    for k, v in root.value:
+        if k.value == "device":
+            lines = dict.fromkeys(DEVICE_KEYS, k.start_mark.line + 1)
+            if isinstance(v, yaml.MappingNode):
+                for kk, vv in v.value:
+                    if kk.value in lines:
+                        lines[kk.value] = vv.start_mark.line + 1
+    return lines
+
+
+def build_report(cfg: Config, songs: list[SongFacts], device: DeviceFacts,
+                 device_at: dict[str, int] | None = None) -> dict[str, Any]:
+    """The check's verdict from the gathered facts: a pure function (no I/O). `device_at`
+    maps device keys to config lines (from `device_lines`) for device problems."""
+    rate = cfg.device.rate
+    names: dict[int, list[str]] = {}
+    for name, chans in cfg.outputs.items():
+        for ch in chans:
+            names.setdefault(ch, []).append(name)
+    problems: list[dict[str, Any]] = []
+    warnings: list[dict[str, Any]] = [asdict(p) for p in cfg.warnings]
+    out_songs = []
+    for s in songs:
+        sp: list[dict[str, Any]] = []
+        sw: list[dict[str, Any]] = []
+        key = f"songs[{s.index}]"
+        stems_out = []
+        for st in s.stems:
+            skey = f"{key}.stems[{st.index}]"
+            if st.problem:
+                sp.append(_problem(cfg, st.line, f"{skey}.to" if st.route_mismatch
+                                   else f"{skey}.file", f"{st.file}: {st.problem}"))
+            beyond = [ch + 1 for ch in st.channels if ch >= cfg.device.channels]
+            if beyond:
+                sp.append(_problem(cfg, st.line, f"{skey}.to",
+                                   f"routed to channel(s) {beyond}, beyond the device's "
+                                   f"{cfg.device.channels} channels (device.channels)"))
+            stems_out.append({
+                "file": st.file, "to": st.to, "channels": [c + 1 for c in st.channels],
+                "gain_db": st.gain_db, "line": st.line, "file_channels": st.file_channels,
+                "file_rate": st.file_rate, "format": st.format, "frames": st.frames,
+                "duration_s": round(st.frames / rate, 3), "duration": fmt_duration(st.frames / rate),
+                "resampled_from": st.resampled_from, "cache_file": st.cache_file,
+                "cached_before": st.cached_before, "problem": st.problem,
+            })
+        good = [st for st in s.stems if st.frames > 0 and not st.problem]
+        if len(good) > 1:
+            longest = max(st.frames for st in good)
+            short = [st for st in good if (longest - st.frames) / rate > LENGTH_TOLERANCE_S]
+            if short:
+                listing = ", ".join(f"{Path(st.file).name} {fmt_duration(st.frames / rate)}"
+                                    for st in short)
+                sw.append(_problem(cfg, s.line, f"{key}.stems",
+                                   f"stems differ in length: the song lasts "
+                                   f"{fmt_duration(longest / rate)} (its longest stem), "
+                                   f"shorter: {listing}; shorter stems end in silence",
+                                   "warning"))
+        if s.clipped:
+            by_output: dict[str, list[int]] = {}
+            for c, p in enumerate(s.peaks):
+                if p > 1.0:
+                    for n in names.get(c, [f"channel {c + 1}"]):
+                        by_output.setdefault(n, []).append(c + 1)
+            where = ", ".join(f"{n} (ch {', '.join(map(str, cs))})"
+                              for n, cs in by_output.items())
+            peak = _dbfs(max(s.peaks)) if s.peaks else None
+            sw.append(_problem(cfg, s.line, key,
+                               f"the mix clips: {s.clipped} samples beyond full scale on "
+                               f"{where or 'some outputs'}, peak {peak:+.1f} dBFS; lower "
+                               "gain_db of the stems routed there", "warning"))
+        problems.extend(sp)
+        warnings.extend(sw)
+        out_songs.append({
+            "number": s.index + 1, "title": s.title, "after": s.after, "line": s.line,
+            "frames": s.frames, "duration_s": round(s.frames / rate, 3),
+            "duration": fmt_duration(s.frames / rate), "clipped": s.clipped,
+            "peak_dbfs": _dbfs(max(s.peaks)) if s.peaks else None,
+            "stems": stems_out, "problems": sp, "warnings": sw,
+        })
+    dev_out = _device_verdict(cfg, device, device_at or {}, problems, warnings)
+    total = sum(s.frames for s in songs)
+    return {
+        "config": str(cfg.path),
+        "playable": not problems,
+        "device": dev_out,
+        "songs": out_songs,
+        "total_duration_s": round(total / rate, 3),
+        "total_duration": fmt_duration(total / rate),
+        "cache_dir": str(cfg.cache_dir),
+        "problems": problems,
+        "warnings": warnings,
+    }
+
+
+def _device_verdict(cfg: Config, d: DeviceFacts, at: dict[str, int], problems: list,
+                    warnings: list) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": d.name, "status": d.status, "asked": d.asked, "got": d.got,
+                           "checked": d.status not in ("skipped", "unavailable")}
+    name = d.name
+    if d.status == "ok":
+        out["message"] = "accepts the configured rate, format, channels and period"
+    elif d.status == "skipped":
+        out["message"] = "not checked (--no-device)"
+    elif d.status == "unavailable":
+        out["message"] = f"not checked: {d.message}"
+        warnings.append(_problem(cfg, at.get("name", 0), "device.name",
+                                 out["message"], "warning"))
+    elif d.status == "missing":
+        out["message"] = (f"not found ({d.message}); if it is a USB interface that is unplugged "
+                          "right now (at home) this is fine, but the show needs it plugged in")
+        warnings.append(_problem(cfg, at.get("name", 0), "device.name",
+                                 f"ALSA device '{name}' {out['message']}", "warning"))
+    elif d.status == "busy":
+        out["message"] = (f"busy ({d.message}): another program (perhaps the backtrack "
+                          "daemon) has it open, so its parameters could not be checked")
+        warnings.append(_problem(cfg, at.get("name", 0), "device.name",
+                                 f"ALSA device '{name}' is {out['message']}", "warning"))
+    elif d.status == "refused":
+        out["message"] = f"refused the configuration ({d.message})"
+        problems.append(_problem(cfg, at.get("name", 0), "device",
+                                 f"ALSA device '{name}' {out['message']}; check device.rate, "
+                                 "format, channels and period"))
+    elif d.status == "mismatch":
+        got = d.got or {}
+        bad = []
+        for k in ("rate", "format", "channels"):
+            if got.get(k) != d.asked[k]:
+                bad.append(k)
+                problems.append(_problem(
+                    cfg, at.get(k, 0), f"device.{k}",
+                    f"ALSA device '{name}' does not accept {k} {d.asked[k]} (it offered "
+                    f"{got.get(k)})"))
+        for k in ("period", "periods"):
+            if got.get(k) != d.asked[k]:
+                bad.append(k)
+                warnings.append(_problem(
+                    cfg, at.get(k, 0), f"device.{k}",
+                    f"ALSA device '{name}' uses {k} {got.get(k)} instead of {d.asked[k]} "
+                    "(latency differs from what is configured)", "warning"))
+        out["message"] = "differs from the configuration: " + ", ".join(
+            f"{k} {got.get(k)} instead of {d.asked[k]}" for k in bad)
+        if not any(k in bad for k in ("rate", "format", "channels")):
+            out["status"] = "ok"
+    return out
+
+
+def format_report(report: dict[str, Any]) -> tuple[str, str]:
+    """(stdout text, stderr text) for a person: the show on stdout, one block per song;
+    the problems and warnings on stderr as `file:line: key: message`, like config errors."""
+    base = Path(report["config"]).parent
+    lines = [f"backtrack check: {report['config']}"]
+    dev = report["device"]
+    a = dev["asked"]
+    if a:
+        lines.append(f"device {dev['name']}: {a['channels']} channels, {a['rate']} Hz, "
+                     f"{a['format']}, period {a['period']} x {a['periods']}")
+    else:
+        lines.append(f"device {dev['name']}")
+    lines.append(f"  {dev['message']}")
+    for s in report["songs"]:
+        lines.append("")
+        lines.append(f"song {s['number']}: {s['title']}  {s['duration']}  (after: {s['after']})")
+        for st in s["stems"]:
+            f = Path(st["file"])
+            try:
+                shown = str(f.relative_to(base))
+            except ValueError:
+                shown = str(f)
+            gain = f" {st['gain_db']:+.1f} dB" if st["gain_db"] else ""
+            dur = st["duration"] if st["frames"] else "  -   "
+            desc = (f"  ({st['file_channels']} ch, {st['file_rate']} Hz)"
+                    if st["file_channels"] else "")
+            line = f"  {dur:>7}  {shown}{desc} -> {', '.join(st['to'])}{gain}"
+            if st["resampled_from"]:
+                line += (f"; converted from {st['resampled_from']} Hz"
+                         + (" (was cached)" if st["cached_before"] else " (now cached)"))
+            if st["problem"]:
+                line += f"\n           !! {st['problem']}"
+            lines.append(line)
+        peak = s["peak_dbfs"]
+        level = f"peak {peak:+.1f} dBFS" if peak is not None else "silent"
+        clip = f", {s['clipped']} samples clipped" if s["clipped"] else ", no clipping"
+        lines.append(f"  {level}{clip}")
+    lines.append("")
+    lines.append(f"{len(report['songs'])} song(s), {report['total_duration']} in all")
+    err = []
+    if report["warnings"]:
+        err.append(f"{len(report['warnings'])} warning(s):")
+        err += [f"  {_line(p)}" for p in report["warnings"]]
+    if report["problems"]:
+        err.append(f"{len(report['problems'])} problem(s):")
+        err += [f"  {_line(p)}" for p in report["problems"]]
+    return "\n".join(lines) + "\n", ("\n".join(err) + "\n") if err else ""
+
+
+def verdict(report: dict[str, Any]) -> str:
+    n = len(report["problems"])
+    if not n:
+        return "OK: show is playable"
+    return f"NOT PLAYABLE: {n} problem{'s' if n != 1 else ''}"
+
+
+def _line(p: dict[str, Any]) -> str:
+    return str(Problem(p["file"], p["line"], p["key"], p["message"], p["severity"]))
+
+
+def config_error_report(path: str, exc: ConfigError) -> dict[str, Any]:
+    errors = [asdict(p) for p in exc.problems if p.severity == "error"]
+    return {"config": str(Path(path).expanduser().absolute()), "playable": False,
+            "device": None, "songs": [], "total_duration_s": 0.0, "total_duration": "0:00.0",
+            "problems": errors,
+            "warnings": [asdict(p) for p in exc.problems if p.severity != "error"]}
+
+
+# -- CLI -----------------------------------------------------------------------------------
+
+def run_check(cfg: Config, probe_device_too: bool = True, progress=None) -> dict[str, Any]:
+    songs = []
+    for i in range(len(cfg.songs)):
+        if progress:
+            progress(i, cfg.songs[i].title)
+        songs.append(inspect_song(cfg, i))
+    if probe_device_too:
+        device = probe_device(cfg.device)
+    else:
+        device = DeviceFacts(cfg.device.name, "skipped", asked={
+            "rate": cfg.device.rate, "channels": cfg.device.channels,
+            "format": cfg.device.format, "period": cfg.device.period,
+            "periods": cfg.device.periods})
+    return build_report(cfg, songs, device, device_lines(cfg.path))
+
+
+def main(config: str, as_json: bool = False, probe_device: bool = True) -> int:
+    try:
+        cfg = load(config)
+    except ConfigError as exc:
+        if not as_json:
+            raise  # the CLI prints config problems the same way for every command
+        _emit(json.dumps(config_error_report(config, exc), indent=2) + "\n")
+        return 1
+    tty = not as_json and sys.stderr.isatty()
+
+    def progress(i: int, title: str) -> None:
+        print(f"\rchecking song {i + 1}/{len(cfg.songs)}: {title[:40]:<40}", end="",
+              file=sys.stderr, flush=True)
+
+    report = run_check(cfg, probe_device, progress if tty else None)
+    if tty:
+        print("\r" + " " * 70 + "\r", end="", file=sys.stderr, flush=True)
+    if as_json:
+        _emit(json.dumps(report, indent=2) + "\n")
+    else:
+        out, err = format_report(report)
+        _emit(out)
+        if err:
+            sys.stderr.write(err)
+            sys.stderr.flush()
+        if report["warnings"] and report["playable"]:
+            out = f"{len(report['warnings'])} warning(s), see above\n"
+        else:
+            out = ""
+        _emit(out + verdict(report) + "\n")
+    return 0 if report["playable"] else 1
+
+
+def _emit(text: str) -> None:
+    """Write to stdout; a reader that went away (`check --json | head`) is not an error."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail again
+        os.close(devnull)

@@ -71,6 +71,7 @@ def main(folder: str | None, device: str | None, seconds: float | None) -> int:
         end = time.monotonic() + seconds if seconds else None
         tty = sys.stdout.isatty()
         last_print = 0.0
+        st = {"state": ""}
         while not stop["now"] and (end is None or time.monotonic() < end):
             st = client.request({"cmd": "status"})["state"]
             line = status_line(st)
@@ -86,7 +87,8 @@ def main(folder: str | None, device: str | None, seconds: float | None) -> int:
         if tty:
             print()
         client.close()
-        print("end of the demo set" if not stop["now"] else "stopped", flush=True)
+        ended = st["state"] == "stopped"
+        print("end of the demo set" if ended else "demo stopped", flush=True)
     finally:
         daemon.stop()
         if virtual is not None:

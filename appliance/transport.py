@@ -82,7 +82,7 @@ class Transport:
                     return Effect("none", message=f"there is no song {action.arg}; songs are "
                                   f"numbered 1 to {self.nsongs}")
             elif s.state == STOPPED:
-                target = self.nsongs - 1 if name == "prev" else -1
+                target = self.nsongs - 1 if name == "prev" else 0
             else:
                 target = s.song + (1 if name == "next" else -1)
             if not 0 <= target < self.nsongs:

@@ -24,7 +24,8 @@ import time
 import numpy as np
 import pytest
 
-from tests.jackaudio import JACK_TMPDIR, JackServer, Recorder, jack_registry_servers
+from appliance.virtualcard import JACK_TMPDIR
+from tests.jackaudio import JackServer, Recorder, jack_registry_servers
 
 RATE = 48000
 PERIOD = 256

@@ -69,7 +69,7 @@ class ControlServer(threading.Thread):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.bind(self.path)
         os.chmod(self.path, self.mode)
-        s.listen(16)
+        s.listen(128)
         s.setblocking(False)
         self.sel.register(s, selectors.EVENT_READ)
         return s

@@ -69,17 +69,26 @@ class Daemon:
         self.engine = Engine(cfg)
         self.server: ControlServer | None = None
         self.stopping = threading.Event()
+        self.components: list = []  # footswitches/LED, MIDI, peer: each has close()
+        self.role = "leader"
+        self.peer_health = "none"
+
+    def act(self, action: Action, source: str = "socket") -> tuple[bool, str]:
+        """The one entry point for every control (socket, footswitch, MIDI): a hot-standby
+        follower routes it through the leader here."""
+        log.info("%s: %s", source, action)
+        return self.engine.command(action)
 
     def handle(self, req: dict) -> dict:
         if req.get("cmd") == "status":
-            return {"ok": True, "state": status_dict(self.engine)}
+            return {"ok": True, "state": self.status()}
         if req.get("cmd") == "_fault" and FAULTS_ENABLED:
             return self._fault(req)
         action, err = request_action(req)
         if action is None:
             return {"ok": False, "error": err}
-        ok, msg = self.engine.command(action)
-        reply: dict = {"ok": ok, "state": status_dict(self.engine)}
+        ok, msg = self.act(action, "socket")
+        reply: dict = {"ok": ok, "state": self.status()}
         if msg:
             reply["message" if ok else "error"] = msg
         return reply
@@ -92,7 +101,29 @@ class Daemon:
             w.stall_s = float(req["stall_ms"]) / 1000
         if "freeze" in req:
             w.freeze = bool(req["freeze"])
-        return {"ok": True, "state": status_dict(self.engine)}
+        return {"ok": True, "state": self.status()}
+
+    def status(self) -> dict:
+        return status_dict(self.engine, self.role, self.peer_health)
+
+    def _start_components(self) -> None:
+        """Controls and peers are optional: each starts only when its config section exists,
+        and one failing to start (no GPIO chip on a laptop) is reported, not fatal."""
+        if self.cfg.footswitches or self.cfg.led:
+            from .controls.gpio import start as start_gpio
+            self._start_component("footswitches/LED", start_gpio)
+        if self.cfg.midi:
+            from .controls.midi import start as start_midi
+            self._start_component("MIDI", start_midi)
+
+    def _start_component(self, what: str, factory) -> None:
+        try:
+            comp = factory(self.cfg, self)
+        except Exception as exc:  # noqa: BLE001 - the show goes on without it
+            log.error("%s not started: %s", what, exc)
+            return
+        if comp is not None:
+            self.components.append(comp)
 
     def start(self) -> None:
         self.engine.start()
@@ -103,11 +134,17 @@ class Daemon:
             raise UserError(f"cannot create the control socket {self.cfg.control.socket}: "
                             f"{exc.strerror or exc} (set control.socket in the config)") from None
         self.server.start()
+        self._start_components()
         st = self.engine.status()
         log.info("ready: %d songs, device %s (%s), %s", len(self.cfg.songs),
                  self.cfg.device.name, st.device, st.realtime)
 
     def stop(self) -> None:
+        for comp in reversed(self.components):
+            try:
+                comp.close()
+            except Exception:  # noqa: BLE001
+                log.exception("closing %r", comp)
         if self.server is not None:
             self.server.close()
         self.engine.stop()

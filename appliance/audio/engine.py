@@ -155,6 +155,7 @@ class Engine:
         self.last_underruns = 0
         self.memory_locked = "not requested"
         self.listeners: list = []  # callables(event: str, engine) for LED/MIDI/peer
+        self.started_song = -1  # the song of the last "song_started" event
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -199,6 +200,7 @@ class Engine:
             self._post("start", slot.index, False)
             self._consumed.add(slot.index)
             self._playing = slot.index
+            self._song_started(song)
         elif kind == "resume":
             if w.active is None:
                 # paused at the top of the next song (after: pause): start it
@@ -317,6 +319,7 @@ class Engine:
                     if nxt >= 0:
                         self._consumed.add(nxt)
                         self._playing = nxt
+                        self._song_started(self.slots[nxt].song)
                     elif self._playing >= 0 and self.slots[self._playing].song == song:
                         self._playing = -1
                     cur = self.transport.current
@@ -343,6 +346,13 @@ class Engine:
             changed = True
         if changed:
             self._notify("state")
+
+    def _song_started(self, song: int) -> None:
+        """A song begins from its first frame (play, next/prev/goto while playing, a gapless
+        `after: next`): MIDI out sends the song's program changes now, a period or more before
+        its first frame reaches the DAC. Resuming from pause is not a start."""
+        self.started_song = song
+        self._notify("song_started")
 
     def _notify(self, event: str) -> None:
         for fn in list(self.listeners):

@@ -11,6 +11,7 @@ having written the data. `avail()` gives the free space, so queued = buffer - av
 from __future__ import annotations
 
 import errno
+import select
 import time
 
 import alsaaudio
@@ -79,6 +80,7 @@ class AlsaSink:
     def __init__(self, device: Device):
         self.device = device
         self.pcm: alsaaudio.PCM | None = None
+        self._poll: select.poll | None = None
         self.buffer_frames = device.buffer_frames
         self.underruns = 0
 
@@ -86,7 +88,40 @@ class AlsaSink:
         self.pcm = open_pcm(self.device)
         info = self.pcm.info()
         self.buffer_frames = int(info.get("buffer_size") or self.device.buffer_frames)
+        self._poll = select.poll()
+        for fd, events in self.pcm.polldescriptors():
+            self._poll.register(fd, events)
+        self._poll_ms = max(1, int(2000 * self.device.period / self.device.rate))
 
+    def wait_space(self, frames: int) -> int:
+        """Block (GIL released, in poll) until `frames` can be written without blocking, and
+        return the free space. The writer renders a period only after this returns, so a
+        command that arrives while it waits is in the very next period: latency is the
+        frames already queued, never queued + one rendered period."""
+        pcm = self.pcm
+        if pcm is None:
+            raise DeviceLost("device is closed")
+        for _ in range(8):
+            try:
+                avail = pcm.avail()
+            except alsaaudio.ALSAAudioError as exc:
+                raise DeviceLost(str(exc)) from None
+            if avail < 0 or avail >= frames:
+                return avail  # negative: an underrun that write() recovers and counts
+            if avail >= self.device.period:
+                # poll wakes at avail_min (one period) and stays readable above it, so wait
+                # for the rest by the clock.
+                time.sleep(max(0.0002, (frames - avail) / self.device.rate))
+                continue
+            ready = self._poll.poll(self._poll_ms)
+            if ready:
+                # Plugins (jack, dmix) signal through a pipe that only their revents hook
+                # drains; without this call the fd stays readable and poll spins.
+                try:
+                    pcm.polldescriptors_revents(ready)
+                except (alsaaudio.ALSAAudioError, TypeError, ValueError):
+                    pass
+        return avail
     @property
     def is_open(self) -> bool:
         return self.pcm is not None
@@ -135,3 +170,4 @@ class AlsaSink:
             except alsaaudio.ALSAAudioError:
                 pass
             self.pcm = None
+            self._poll = None

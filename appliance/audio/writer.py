@@ -99,6 +99,11 @@ class Writer(threading.Thread):
         self._hist = np.zeros((HISTORY, 4), np.int64)
         self._hist[:, 1] = -1
         self._nhist = 0
+        # DAC clock samples: (device frame at the DAC, monotonic ns) once per period, taken
+        # when the device frees a period; a DacClock fits a line through their lower envelope.
+        self._clk = np.zeros((HISTORY, 2), np.int64)
+        self._nclk = 0
+        self.clock_epoch = 0  # bumped when the line jumps (underrun, device reopened)
 
     # ---- called from other threads ---------------------------------------------------------
     def post(self, *cmd) -> int:
@@ -141,12 +146,17 @@ class Writer(threading.Thread):
             if self.freeze:
                 time.sleep(0.01)
                 continue
-            self._render_period()
-            data = self._conv.convert(self._block)
             if self.sink.is_open:
                 try:
-                    self.sink.write(data, self.period)
-                    queued = self.sink.queued()
+                    avail = self.sink.wait_space(self._space_wanted())
+                    t_space = time.monotonic_ns()
+                    queued = self.sink.buffer_frames - avail if avail >= 0 else 0
+                    self._clock_sample(self.written - queued, t_space)
+                    self._render_period()
+                    under = self.sink.underruns
+                    self.sink.write(self._conv.convert(self._block), self.period)
+                    if self.sink.underruns != under:
+                        self.clock_epoch += 1
                 except DeviceLost as exc:
                     self.sink.close()
                     self.device_ok = False
@@ -158,6 +168,7 @@ class Writer(threading.Thread):
             else:
                 # No device: keep the song clock running in real time so the show is still
                 # in step with the band when the interface comes back.
+                self._render_period()
                 due += period_s
                 delay = due - time.monotonic()
                 if delay > 0:
@@ -171,7 +182,7 @@ class Writer(threading.Thread):
                         self.events.append(("device_back", ""))
             self.written += self.period
             self.periods_done += 1
-            self._publish(queued)
+            self._publish(queued + self.period)
             if self.stall_s:
                 time.sleep(self.stall_s)
                 self.stall_s = 0.0
@@ -197,6 +208,7 @@ class Writer(threading.Thread):
             return False
         self.device_ok = True
         self.device_error = ""
+        self.clock_epoch += 1
         return True
 
     def _publish(self, queued: int) -> None:
@@ -206,6 +218,28 @@ class Writer(threading.Thread):
         self._pos[2] = time.monotonic_ns()
         self._seq += 1
         self.last_progress_ns = self._pos[2]
+
+    def _space_wanted(self) -> int:
+        """While idle (nothing playing, no command waiting) keep one period less queued:
+        what sits in the buffer is silence, and a `play` then reaches the DAC a period
+        sooner. While playing, keep the buffer full for the most underrun margin."""
+        if (self.active is None or self.paused) and not self.commands \
+                and self.sink.buffer_frames >= 3 * self.period:
+            return 2 * self.period
+        return self.period
+
+    def _clock_sample(self, dac_frame: int, t_ns: int) -> None:
+        row = self._clk[self._nclk % HISTORY]
+        row[0] = dac_frame
+        row[1] = t_ns
+        self._nclk += 1
+
+    def clock_samples(self, since: int) -> tuple[np.ndarray, int]:
+        """Samples recorded after counter `since` (at most HISTORY), and the new counter."""
+        n = self._nclk
+        k = max(since, n - HISTORY + 8)
+        idx = np.arange(k, n) % HISTORY
+        return self._clk[idx].copy(), n
 
     def _segment(self, offset: int) -> None:
         """Note which song frame the device frame `written + offset` carries from now on."""

@@ -1,0 +1,175 @@
+"""Real-time playback figures (issue 3), each measured on the virtual sound card:
+
+1. command -> first sample at the recorder, p50/p99 over N plays, next to the ALSA buffer;
+2. CPU of the daemon playing 8 stems to 8 outputs against `aplay` playing the premixed
+   render on the same PCM, alternating in the same run;
+3. underruns in M minutes at 128-frame periods with a pure-Python CPU hog on every core;
+4. RSS of the daemon with a 20-song, 8-stem set.
+
+Usage: python bench/playback.py [latency|cpu|underruns|rss ...] [--plays 60]
+[--minutes 10] [--rounds 3] [--seconds 20]. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from common import RATE, Daemon, make_set, proc_cpu_s, proc_mem_mb, row, start_jack_audio
+
+
+def bench_latency(plays: int, period: int, periods: int) -> None:
+    ja = start_jack_audio(period=period, seconds=plays * 0.6 + 20)
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            show = make_set(Path(d), seconds=5, period=period, periods=periods)
+            with Daemon(show, ja.environ()) as dmn:
+                sent = []
+                for _ in range(plays):
+                    time.sleep(0.15)
+                    t = time.monotonic_ns()
+                    dmn.ctl("play")
+                    sent.append(t)
+                    time.sleep(0.25)
+                    dmn.ctl("stop")
+                time.sleep(0.3)
+            rec = ja.stop()
+    finally:
+        ja.close()
+    nz = np.flatnonzero(np.any(rec.audio != 0, axis=1))
+    times = rec.time_of_frame(nz)
+    lat = []
+    for t in sent:
+        k = np.searchsorted(times, t)
+        if k < len(times):
+            lat.append((times[k] - t) / 1e6)
+    buf_ms = period * periods / RATE * 1000
+    print(f"1. command -> first sample, period {period} x {periods} "
+          f"(ALSA buffer {buf_ms:.1f} ms; goal p99 <= {buf_ms + 2:.1f} ms)")
+    print(row("play -> first sample", lat))
+
+
+def aplay_cmd(wav: Path, pcm: str) -> list[str]:
+    return ["aplay", "-q", "-D", pcm, str(wav)]
+
+
+def bench_cpu(rounds: int, seconds: float) -> None:
+    ja = start_jack_audio(seconds=rounds * 2 * (seconds + 3) + 30)
+    rows = {"daemon": [], "aplay": []}
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            show = make_set(Path(d), seconds=seconds + 5, after="stop")
+            wav = Path(d) / "render.wav"
+            subprocess.run([sys.executable, "-m", "appliance", "render", "--config",
+                            str(show.config), "--song", "1", "--out", str(wav)], check=True,
+                           capture_output=True)
+            for _ in range(rounds):
+                with Daemon(show, ja.environ()) as dmn:
+                    time.sleep(0.5)
+                    dmn.ctl("play")
+                    c0, t0 = proc_cpu_s(dmn.proc.pid), time.monotonic()
+                    time.sleep(seconds)
+                    c1, t1 = proc_cpu_s(dmn.proc.pid), time.monotonic()
+                    rows["daemon"].append(100 * (c1 - c0) / (t1 - t0))
+                p = subprocess.Popen(aplay_cmd(wav, "backtrack_test"), env=ja.environ())
+                time.sleep(0.5)
+                c0, t0 = proc_cpu_s(p.pid), time.monotonic()
+                time.sleep(seconds)
+                c1, t1 = proc_cpu_s(p.pid), time.monotonic()
+                rows["aplay"].append(100 * (c1 - c0) / (t1 - t0))
+                p.terminate()
+                p.wait()
+    finally:
+        ja.close()
+    d, a = np.median(rows["daemon"]), np.median(rows["aplay"])
+    print(f"2. CPU, 8 stems -> 8 outputs, {rounds} alternating rounds of {seconds:.0f} s "
+          "(goal ratio <= 2x)")
+    print(f"  daemon  median {d:6.2f} % of a core  worst {max(rows['daemon']):6.2f} %")
+    print(f"  aplay   median {a:6.2f} % of a core  worst {max(rows['aplay']):6.2f} % "
+          "(premixed render, same PCM)")
+    print(f"  ratio daemon/aplay (medians) {d / a:5.2f}x")
+
+
+HOG = "import os\nwhile True:\n    pass\n"
+
+
+def bench_underruns(minutes: float, period: int = 128, periods: int = 3) -> None:
+    seconds = minutes * 60
+    ja = start_jack_audio(period=period, seconds=seconds + 30)
+    hogs = []
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            songs = max(1, int(seconds // 60) + 1)
+            show = make_set(Path(d), songs=songs, seconds=61, period=period, periods=periods)
+            with Daemon(show, ja.environ()) as dmn:
+                import os
+                hogs = [subprocess.Popen([sys.executable, "-c", HOG])
+                        for _ in range(os.cpu_count() or 2)]
+                time.sleep(1.0)
+                dmn.ctl("play")
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    time.sleep(min(5.0, max(0.0, end - time.monotonic())))
+                st = dmn.ctl("status")["state"]
+            rec = ja.stop()
+    finally:
+        for h in hogs:
+            h.kill()
+        ja.close()
+    print(f"3. underruns in {minutes:g} min at period {period} x {periods} "
+          f"({period * periods / RATE * 1000:.1f} ms buffer) with {len(hogs)} CPU hogs (goal 0)")
+    print(f"  ALSA underruns (xruns) {st['xruns']}   decoder late (starved periods) "
+          f"{st['starved']}   recorder missed JACK cycles {rec.missed_cycles()}   "
+          f"writer: {st['realtime']}")
+
+
+def bench_rss(songs: int = 20) -> None:
+    ja = start_jack_audio(seconds=60)
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            show = make_set(Path(d), songs=songs, seconds=240, stems=8)
+            with Daemon(show, ja.environ()) as dmn:
+                time.sleep(1.0)
+                idle = proc_mem_mb(dmn.proc.pid)
+                dmn.ctl("play")
+                for s in range(1, songs + 1, 3):
+                    dmn.ctl({"cmd": "goto", "song": s})
+                    time.sleep(0.4)
+                time.sleep(2)
+                playing = proc_mem_mb(dmn.proc.pid)
+    finally:
+        ja.close()
+    print(f"4. memory, {songs} songs x 8 stems of 4 min (goal <= 120 MB)")
+    print(f"  idle (cued)   RSS {idle[0]:6.1f} MB")
+    print(f"  after playing and jumping across the set: RSS {playing[0]:6.1f} MB, "
+          f"peak (VmHWM) {playing[1]:6.1f} MB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("which", nargs="*", default=["latency", "cpu", "underruns", "rss"])
+    ap.add_argument("--plays", type=int, default=60)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--minutes", type=float, default=10)
+    a = ap.parse_args()
+    for w in a.which:
+        if w == "latency":
+            bench_latency(a.plays, 256, 3)
+            bench_latency(a.plays, 128, 3)
+        elif w == "cpu":
+            bench_cpu(a.rounds, a.seconds)
+        elif w == "underruns":
+            bench_underruns(a.minutes)
+        elif w == "rss":
+            bench_rss()
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

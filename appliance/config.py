@@ -189,6 +189,7 @@ class Config:
     midi: MidiConfig | None = None
     peer: PeerConfig | None = None
     state_file: Path | None = None
+    resume: bool = True  # with a state_file: start cued at the song current at the last stop
     warnings: tuple[Problem, ...] = ()
 
     @property
@@ -201,7 +202,7 @@ class Config:
 
 
 TOP_KEYS = ("device", "outputs", "songs", "engine", "control", "footswitches", "led", "midi",
-            "peer", "state_file")
+            "peer", "state_file", "resume")
 
 
 def load(path: str | Path) -> Config:
@@ -225,6 +226,7 @@ def load(path: str | Path) -> Config:
     midi = _midi(r, top.get("midi"), nsongs)
     peer = _peer(r, top.get("peer"), path.parent, device)
     state_file = r.text(top.get("state_file"), "state_file", default=None)
+    resume = r.boolean(top.get("resume"), "resume", default=True)
     _check_pins(r, top, footswitches, led, peer)
     if r.errors:
         raise ConfigError(r.problems)
@@ -232,6 +234,7 @@ def load(path: str | Path) -> Config:
         path=path, device=device, outputs=outputs, songs=songs, engine=engine, control=control,
         footswitches=footswitches, led=led, midi=midi, peer=peer,
         state_file=_resolve(path.parent, state_file) if state_file else None,
+        resume=bool(resume),
         warnings=tuple(p for p in r.problems if p.severity != "error"),
     )
 

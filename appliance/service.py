@@ -6,18 +6,22 @@ peer when configured). SIGTERM/SIGINT fade out and close the device; the process
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
-import sys
 import threading
-from dataclasses import asdict
+import time
+from dataclasses import asdict, replace
 
 from . import config as config_mod
+from . import systemd
 from .audio.engine import Engine
-from .config import Action, Config, parse_action
+from .config import Action, Config, ConfigError, parse_action
 from .controls.socket import ControlServer
 from .errors import UserError
+from .statefile import ShowState
+from .transport import CUED, State
 
 log = logging.getLogger("backtrack")
 
@@ -150,29 +154,190 @@ class Daemon:
         self.engine.stop()
 
 
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def setup_logging() -> str:
+    """The journal with structured fields under systemd, else stderr (appliance.systemd)."""
+    return systemd.setup_logging()
+
+
+# ---- the service around the daemon: systemd, signals, reload, state -----------------------
+READY_WAIT_S = 5.0       # longest wait for the first device open attempt before READY=1
+MAX_STALL_S = 2.0        # a writer that has not advanced for this long is hung
+
+
+def log_context(daemon: Daemon) -> dict:
+    """Fields for every journal record. Lock-free on purpose: a log call may come from a
+    thread that holds the engine lock, and the handler runs under the logging lock."""
+    e = daemon.engine
+    cur = e.transport.current
+    dac_song, frame, _playing, _t = e.position()
+    pos = frame / e.cfg.device.rate if dac_song == cur.song else 0.0
+    return {"song": cur.song + 1, "title": e.cfg.songs[cur.song].title, "state": cur.state,
+            "position": f"{pos:.3f}", "underruns": e.writer.sink.underruns,
+            "role": daemon.role}
+
+
+def summary(daemon: Daemon) -> str:
+    """The one line `systemctl status` shows."""
+    st = daemon.status()
+    pos = int(st["position_s"])
+    line = (f'{st["state"]} {st["song"]}/{st["songs"]} "{st["title"]}" '
+            f'{pos // 60}:{pos % 60:02d} | xruns {st["xruns"]} | {st["role"]}')
+    if st["device"] != "ok":
+        line = f"waiting for the audio interface {daemon.cfg.device.name} ({st['device']}) | {line}"
+    if daemon.engine.next_cfg is not None:
+        line += " | new config waits for the song to end"
+    return line
+
+
+def audio_healthy(daemon: Daemon, max_stall_s: float = MAX_STALL_S) -> bool:
+    """Healthy = the writer advances (it writes silence when idle, and paces itself while the
+    interface is missing, so idle and waiting both count) and the threads feeding it live."""
+    e = daemon.engine
+    return (e.healthy(max_stall_s) and e.writer.is_alive() and e.decoder.is_alive()
+            and e.monitor.is_alive())
+
+
+def wait_until_ready(daemon: Daemon, timeout: float = READY_WAIT_S) -> None:
+    """Until the first attempt to open the device is over (open, or known missing) and the
+    cued song is decoded, so a `play` right after READY=1 starts at once."""
+    e, w = daemon.engine, daemon.engine.writer
+    need = int(0.25 * e.cfg.device.rate)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        song = e.transport.current.song
+        cued = any(s.song == song and s.want is not None and s.want[1] == 0
+                   and s.ready(min(need, s.ring.capacity // 2)) for s in e.slots)
+        if (w.device_ok or w.device_error) and cued:
+            return
+        time.sleep(0.005)
+
+
+def reload_config(daemon: Daemon, path: str) -> tuple[bool, str]:
+    """SIGHUP: load the file again. A config with errors is rejected and the running one
+    kept. Sections that are fixed while running (device, engine buffers, control socket,
+    footswitches, LED, MIDI, peer) keep their running values and the log says they need
+    `systemctl restart backtrack`; the setlist changes between songs (Engine.reload)."""
+    try:
+        new = config_mod.load(path)
+    except ConfigError as exc:
+        log.error("reload rejected: the new config has %d problem(s); playing on with the "
+                  "running one", len(exc.problems))
+        for p in exc.problems:
+            log.error("  %s", p)
+        return False, f"reload rejected ({len(exc.problems)} problem(s), see journal); " \
+                      "running config kept"
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, play on
+        log.error("reload rejected: %s; playing on with the running config", exc)
+        return False, "reload rejected (see journal); running config kept"
+    old = daemon.cfg
+    for w in new.warnings:
+        log.warning("%s", w)
+    fixed = ("device", "control", "footswitches", "led", "midi", "peer")
+    changed = [k for k in fixed if getattr(new, k) != getattr(old, k)]
+    engine_cfg = replace(old.engine, cache_dir=new.engine.cache_dir)
+    if replace(new.engine, cache_dir=None) != replace(old.engine, cache_dir=None):
+        changed.append("engine")
+    channels = old.device.channels
+    wide = [s.title for s in new.songs for st in s.stems if max(st.channels, default=0) >= channels]
+    if wide:
+        log.error("reload rejected: song '%s' routes to a channel the running device (%d "
+                  "channels) does not have; run `systemctl restart backtrack` to change the "
+                  "device", wide[0], channels)
+        return False, "reload rejected (routing needs a restart); running config kept"
+    if changed:
+        log.warning("reload: changes to %s take effect after `systemctl restart backtrack`; "
+                    "running with the old ones", ", ".join(changed))
+    merged = replace(new, device=old.device, control=old.control, engine=engine_cfg,
+                     footswitches=old.footswitches, led=old.led, midi=old.midi, peer=old.peer)
+    daemon.cfg = merged
+    if daemon.engine.reload(merged):
+        log.info("config reloaded: %d songs", len(merged.songs))
+        return True, f"config reloaded ({len(merged.songs)} songs)"
+    log.info("new config accepted (%d songs); it applies when the song under way ends or is "
+             "stopped", len(merged.songs))
+    return True, "new config accepted; applies when the song ends"
+
+
+def show_snapshot(daemon: Daemon) -> dict:
+    st = daemon.status()
+    return {"song": st["song_index"], "title": st["title"], "state": st["state"],
+            "position_s": st["position_s"], "songs": st["songs"],
+            "config": str(daemon.cfg.path)}
 
 
 def run(config_path: str) -> int:
-    setup_logging()
+    """The daemon's life: config -> engine -> READY=1 -> watchdog/status/state ticks until
+    SIGTERM -> fade out, close the device, save the state, exit 0."""
+    faulthandler.enable()  # a watchdog SIGABRT leaves every thread's stack in the journal
+    sink = setup_logging()
+    notifier = systemd.Notifier()
+    t0 = time.monotonic()
     cfg = config_mod.load(config_path)
     for w in cfg.warnings:
         log.warning("%s", w)
     daemon = Daemon(cfg)
+    systemd.set_context(lambda: log_context(daemon))
+    state = ShowState(cfg.state_file)
+    if cfg.resume and cfg.state_file is not None:
+        idx, note = state.cue_index([s.title for s in cfg.songs])
+        if idx is not None:
+            daemon.engine.transport.current = State(CUED, idx)
+            log.info("%s; cued song %d from its first frame", note, idx + 1)
+        else:
+            log.info("state: %s", note)
+    hup = threading.Event()
 
     def on_signal(signum, _frame) -> None:
-        log.info("signal %s: fading out and stopping", signal.Signals(signum).name)
+        if signum == signal.SIGHUP:
+            hup.set()
+            return
         daemon.stopping.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
     daemon.start()
     try:
-        while not daemon.stopping.wait(0.5):
-            pass
+        wait_until_ready(daemon)
+        notifier.ready(summary(daemon))
+        log.info("READY after %.3f s (logging to %s, watchdog %s)", time.monotonic() - t0,
+                 sink, f"{notifier.watchdog_s:g} s" if notifier.watchdog_s else "off")
+        stall_s = MAX_STALL_S
+        if notifier.watchdog_s:
+            stall_s = min(MAX_STALL_S, notifier.watchdog_s / 2)
+        tick = min(0.5, notifier.ping_interval or 0.5)
+        stalled = False
+        while True:
+            now = time.monotonic()
+            healthy = audio_healthy(daemon, stall_s)
+            notifier.watchdog(healthy, now)
+            if not healthy and not stalled:
+                log.critical("the audio path has stalled; watchdog pings stopped so systemd "
+                             "restarts the service")
+                notifier.status("audio path stalled: waiting for the watchdog to restart")
+            elif healthy:
+                if stalled:
+                    log.warning("the audio path is moving again")
+                notifier.status(summary(daemon))
+            stalled = not healthy
+            if hup.is_set():
+                hup.clear()
+                log.info("SIGHUP: reloading %s", config_path)
+                notifier.reloading()
+                _ok, msg = reload_config(daemon, config_path)
+                notifier.reloaded(f"{msg} | {summary(daemon)}")
+                state = ShowState(daemon.cfg.state_file) if daemon.cfg.state_file != \
+                    state.path else state
+            state.update(show_snapshot(daemon), now)
+            if daemon.stopping.wait(tick):
+                break
+        log.info("stopping: fading out")
+        notifier.stopping()
     finally:
+        snapshot = show_snapshot(daemon)
         daemon.stop()
+        state.update(snapshot, time.monotonic(), final=True)
+        if state.error:
+            log.error("%s", state.error)
     log.info("stopped")
     return 0

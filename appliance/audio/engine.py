@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 
 from ..config import Action, Config
-from ..transport import PAUSED, PLAYING, STOPPED, Transport
+from ..transport import PAUSED, PLAYING, STOPPED, State, Transport
 from .sink import AlsaSink
 from .source import SongReader
 from .writer import Slot, Writer
@@ -119,13 +119,17 @@ class Decoder(threading.Thread):
             slot.song = -1
             return
         song, frame, _gen = want
-        reader = SongReader(self.cfg.songs[song], self.cfg.device, self.cfg.cache_dir,
-                            DECODE_BLOCK)
+        cfg = self.cfg  # one config for the whole retarget: a reload may swap it meanwhile
+        if song >= len(cfg.songs):
+            # a target from before a reload: an empty song; the engine retargets the slot
+            slot.song, slot.frames, slot.eof, slot.have = -1, 0, True, want
+            return
+        reader = SongReader(cfg.songs[song], cfg.device, cfg.cache_dir, DECODE_BLOCK)
         reader.seek(frame)
         slot.song = song
         slot.start = reader.position
         slot.frames = reader.frames
-        slot.after = self.cfg.songs[song].after
+        slot.after = cfg.songs[song].after
         slot.problems = reader.problems
         slot.eof = reader.position >= reader.frames
         self.readers[slot.index] = reader
@@ -156,6 +160,7 @@ class Engine:
         self.memory_locked = "not requested"
         self.listeners: list = []  # callables(event: str, engine) for LED/MIDI/peer
         self.started_song = -1  # the song of the last "song_started" event
+        self.next_cfg: Config | None = None  # a reloaded config waiting for the song to end
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -188,6 +193,7 @@ class Engine:
                         effect.message)
             ok, msg = self._do(effect.kind, effect.song)
             self._prepare()
+            self._apply_reload()
             self._notify("command")
             return ok, msg or effect.message
 
@@ -298,6 +304,47 @@ class Engine:
             time.sleep(0.001)
         return slot
 
+    # ---- reload (SIGHUP) -------------------------------------------------------------------
+    def reload(self, cfg: Config) -> bool:
+        """Take a new setlist between songs: at once when no song is under the writer, else
+        when it ends or is stopped (a song never changes under the band's feet). Returns
+        True when applied now, False when waiting. The device, ring sizes and fade length
+        are fixed at start: the caller passes a config that keeps the running ones."""
+        with self.lock:
+            self.next_cfg = cfg
+            self._apply_reload()
+            return self.next_cfg is None
+
+    def _apply_reload(self) -> None:
+        """Under self.lock. Slots the writer may still read (a fade-out in progress) keep
+        their old song until free; every other slot is emptied and refilled from the new
+        config. The cued song follows its title when the set was reordered."""
+        cfg = self.next_cfg
+        if cfg is None:
+            return
+        cur = self.transport.current
+        if cur.state == PLAYING or (cur.state == PAUSED and self.writer.active is not None):
+            return
+        self.next_cfg = None
+        song = cur.song
+        titles = [s.title for s in cfg.songs]
+        if 0 <= song < len(self.cfg.songs) and self.cfg.songs[song].title in titles:
+            song = titles.index(self.cfg.songs[song].title)
+        song = min(max(song, 0), len(cfg.songs) - 1)
+        self.cfg = cfg
+        self.decoder.cfg = cfg
+        t = self.transport  # updated in place: controls may hold a reference to it
+        t.nsongs, t.afters = len(cfg.songs), [s.after for s in cfg.songs]
+        t.current = State(cur.state, song)
+        busy = self._busy()
+        for s in self.slots:
+            if s.index in busy:
+                self._consumed.add(s.index)  # never matched as a new-config target
+            else:
+                s.want = None
+        self._prepare()
+        self._notify("reload")
+
     # ---- monitor ---------------------------------------------------------------------------
     def _monitor(self) -> None:
         while self.running:
@@ -331,6 +378,7 @@ class Engine:
                             self._do("start", self.transport.current.song)
                         log.info("song %d ended; %s", song + 1, effect.kind)
                     self._prepare()
+                    self._apply_reload()
                     changed = True
                 elif kind == "device_lost":
                     log.error("%s; the song clock keeps running, reopening every %.1f s",

@@ -22,6 +22,7 @@ from ..config import Led
 log = logging.getLogger("backtrack.led")
 
 POLL_S = 0.2
+STARTING_MAX_S = 15.0   # "starting" gives way to what is wrong after this long
 SILENT_ROLES = ("follower", "standby")
 
 Steps = tuple[tuple[float, float], ...]  # (brightness 0..1, seconds); one step: steady
@@ -68,10 +69,12 @@ _TRANSPORT_TO_LED = {"playing": "playing", "paused": "paused", "stopped": "stopp
 
 def led_state(transport_state: str, device_ok: bool, problems: bool, role: str,
               started: bool) -> str:
-    """Trouble first (it is what the band must see), then standby, then the transport."""
+    """Trouble first (it is what the band must see), then standby, then the transport.
+    `problems` are those of the song at hand (cued, playing, paused); once the set has ended
+    no song is at hand."""
     if not started:
         return "starting"
-    if not device_ok or problems:
+    if not device_ok or (problems and transport_state != "stopped"):
         return "error"
     if role in SILENT_ROLES:
         return "standby"
@@ -112,6 +115,8 @@ class StatusLed(threading.Thread):
             else:
                 self.device = LED(cfg.pin, pin_factory=pin_factory)
         self.state = "starting"
+        self.t_start = time.monotonic()
+        self._is_up = False
         self.history: list[str] = ["starting"]   # states shown, in order (status, tests)
         self.wake = threading.Event()
         self.running = True
@@ -124,9 +129,13 @@ class StatusLed(threading.Thread):
     def evaluate(self) -> str:
         engine = self.daemon_.engine
         st = engine.status()
-        started = getattr(engine.writer, "periods_done", 1) > 0
+        if not self._is_up:
+            # the writer has run and the cued song is loaded (its length or its problems known)
+            loaded = st.duration > 0 or bool(st.problems)
+            self._is_up = (getattr(engine.writer, "periods_done", 1) > 0 and loaded
+                             or time.monotonic() - self.t_start > STARTING_MAX_S)
         return led_state(st.state, st.device == "ok", bool(st.problems),
-                         getattr(self.daemon_, "role", "leader"), started)
+                         getattr(self.daemon_, "role", "leader"), self._is_up)
 
     def run(self) -> None:
         step = 0

@@ -132,7 +132,9 @@ class Daemon:
     def start(self) -> None:
         self.engine.start()
         try:
-            self.server = ControlServer(self.cfg.control.socket, self.handle)
+            self.server = ControlServer(
+                self.cfg.control.socket, self.handle,
+                rt_priority=max(0, self.cfg.engine.realtime_priority - 20))
         except OSError as exc:
             self.engine.stop()
             raise UserError(f"cannot create the control socket {self.cfg.control.socket}: "

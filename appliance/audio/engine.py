@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 
 from ..config import Action, Config
+from ..realtime import set_thread_fifo
 from ..transport import PAUSED, PLAYING, STOPPED, State, Transport
 from .sink import AlsaSink
 from .source import SongReader
@@ -68,8 +69,10 @@ class Decoder(threading.Thread):
         self.wake = threading.Event()
         self.running = True
         self.errors: list[str] = []
+        self.rt_priority = max(0, cfg.engine.realtime_priority - 10)
 
     def run(self) -> None:
+        set_thread_fifo(self.rt_priority)
         while self.running:
             try:
                 busy = self._step()
@@ -347,6 +350,7 @@ class Engine:
 
     # ---- monitor ---------------------------------------------------------------------------
     def _monitor(self) -> None:
+        set_thread_fifo(max(0, self.cfg.engine.realtime_priority - 20))
         while self.running:
             time.sleep(0.01)
             try:
@@ -453,6 +457,13 @@ def lock_memory() -> str:
     fail instead."""
     try:
         soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+        if soft != resource.RLIM_INFINITY:
+            try:  # allowed with CAP_SYS_RESOURCE (root); the unit sets LimitMEMLOCK instead
+                resource.setrlimit(resource.RLIMIT_MEMLOCK,
+                                   (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+                soft = resource.RLIM_INFINITY
+            except (ValueError, OSError):
+                pass
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         mcl_current, mcl_future = 1, 2
         if soft != resource.RLIM_INFINITY:

@@ -10,7 +10,6 @@ read-ahead never add latency.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -18,6 +17,7 @@ from collections import deque
 import numpy as np
 
 from ..config import Device
+from ..realtime import set_thread_fifo
 from .formats import Converter
 from .ringbuffer import Ring
 from .sink import AlsaSink, DeviceError, DeviceLost
@@ -189,15 +189,7 @@ class Writer(threading.Thread):
         self._fade_out_and_close()
 
     def _ask_realtime(self) -> None:
-        if self.rt_priority <= 0:
-            self.rt_status = "real-time scheduling not requested"
-            return
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.rt_priority))
-            self.rt_status = f"SCHED_FIFO priority {self.rt_priority}"
-        except (PermissionError, OSError) as exc:
-            self.rt_status = (f"no real-time scheduling ({exc.strerror or exc}); "
-                              "grant LimitRTPRIO in the service")
+        self.rt_status = set_thread_fifo(self.rt_priority)
 
     def _open_device(self) -> bool:
         try:

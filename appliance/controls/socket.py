@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from ..realtime import set_thread_fifo
+
 log = logging.getLogger("backtrack.socket")
 
 MAX_LINE = 64 * 1024
@@ -41,11 +43,12 @@ def parse_request(line: bytes) -> tuple[dict | None, str]:
 
 
 class ControlServer(threading.Thread):
-    def __init__(self, path: str, handler: Handler, mode: int = 0o660):
+    def __init__(self, path: str, handler: Handler, mode: int = 0o660, rt_priority: int = 0):
         super().__init__(name="backtrack-socket", daemon=True)
         self.path = path
         self.handler = handler
         self.mode = mode
+        self.rt_priority = rt_priority
         self.sel = selectors.DefaultSelector()
         self.running = True
         self._bufs: dict[socket.socket, bytearray] = {}
@@ -75,6 +78,8 @@ class ControlServer(threading.Thread):
         return s
 
     def run(self) -> None:
+        # Below the writer, for the GIL's sake (see appliance/realtime.py).
+        set_thread_fifo(self.rt_priority)
         while self.running:
             try:
                 events = self.sel.select(timeout=0.2)

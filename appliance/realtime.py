@@ -1,0 +1,26 @@
+"""Real-time scheduling for the daemon's threads.
+
+The writer needs SCHED_FIFO to be woken on time, but in CPython it also needs the GIL, and
+the GIL may be held by another thread of the daemon. If that thread runs at normal priority,
+a CPU hog elsewhere on the box can preempt it while it holds the GIL, and the writer waits
+behind it (priority inversion): measured here as underruns with the writer alone at FIFO.
+So every thread of the daemon that takes the GIL gets a FIFO priority below the writer's;
+their work is short and bounded (NumPy decode blocks, socket replies, status), and the
+kernel's RT throttling still leaves 5% of the CPU to everything else.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def set_thread_fifo(priority: int) -> str:
+    """Ask SCHED_FIFO for the calling thread; returns a status line for `status`."""
+    if priority <= 0:
+        return "real-time scheduling not requested"
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(min(priority, 99)))
+    except (PermissionError, OSError) as exc:
+        return (f"no real-time scheduling ({exc.strerror or exc}); grant LimitRTPRIO "
+                "in the service")
+    return f"SCHED_FIFO priority {priority}"

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from ..config import Action, Config
 from ..realtime import set_thread_fifo
-from ..transport import PAUSED, PLAYING, STOPPED, State, Transport
+from ..transport import CUED, PAUSED, PLAYING, STOPPED, State, Transport
 from .sink import AlsaSink
 from .source import SongReader
 from .writer import Slot, Writer
@@ -445,6 +445,61 @@ class Engine:
             seconds=frame / rate, duration=(length or 0) / rate,
             underruns=w.sink.underruns, starved=w.starved, device=device,
             realtime=f"{w.rt_status}; memory {self.memory_locked}", problems=problems)
+
+    # ---- hot standby primitives (used by appliance.peer.node) --------------------------------
+    def set_audible(self, audible: bool, fade: bool = True) -> None:
+        """Unmute (fade of engine.fade_ms) on takeover; mute at once when stepping down."""
+        self.writer.post("mute", not audible, fade)
+
+    def set_pilot(self, on: bool) -> None:
+        peer = self.cfg.peer
+        if peer is None or peer.pilot_output is None:
+            return
+        self.writer.set_pilot(peer.pilot_output, peer.pilot_hz)
+        self.writer.pilot_on = on
+
+    def seek(self, song: int, frame: int) -> bool:
+        """Play `song` from `frame` at the next period edge (a follower joining or
+        re-locking). The transport shows the song playing."""
+        with self.lock:
+            slot = self._ready_slot(song, max(0, frame))
+            if slot is None:
+                return False
+            self._post("start", slot.index, False)
+            self._consumed.add(slot.index)
+            self._playing = slot.index
+            self.transport.current = State(PLAYING, song)
+            self._prepare()
+        self._notify("state")
+        return True
+
+    def mirror(self, state: str, song: int) -> None:
+        """Take the leader's transport state as ours (a follower): halt, pause or resume
+        the writer to match; playing is started by `seek`."""
+        with self.lock:
+            cur = self.transport.current
+            if cur.state == state and cur.song == song:
+                return
+            if state in (CUED, STOPPED) and cur.state in (PLAYING, PAUSED):
+                self._do("halt", cur.song)
+            elif state == PAUSED and cur.state == PLAYING and cur.song == song:
+                self._do("pause", song)
+            elif state == PLAYING and cur.state == PAUSED and cur.song == song:
+                self._do("resume", song)
+            elif state == PAUSED and cur.song != song:
+                self._do("halt", cur.song)
+            self.transport.current = State(state, song)
+            self._prepare()
+        self._notify("state")
+
+    def request_adjust(self, frames: int) -> bool:
+        """Ask the writer to drop (>0) or insert (<0) frames; False while the previous
+        request has not yet shown in the writer's segment history."""
+        w = self.writer
+        if w.adjust_request or w._nhist <= w.adjust_row + 1:
+            return False
+        w.adjust_request = int(frames)
+        return True
 
     def healthy(self, max_stall_s: float = 2.0) -> bool:
         """The writer is advancing (it always is while running: it writes silence when idle)."""

@@ -43,6 +43,10 @@ class Ring:
             np.copyto(out[first:n], self.buf[:n - first])
         self.read += n
 
+    def skip(self, n: int) -> None:
+        """Consume n frames (n <= readable()) without reading them."""
+        self.read += max(0, n)
+
     def reset(self) -> None:
         """Only while neither side is using the ring (see Slot ownership in engine)."""
         self.written = 0

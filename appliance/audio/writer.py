@@ -71,7 +71,7 @@ class Writer(threading.Thread):
         self.active: Slot | None = None
         self.active_index = -1
         self.paused = False
-        self.muted = False          # hot standby: follower plays silently
+        self.muted = False          # hot standby: follower plays silently (see _apply_mute)
         self.device_ok = False
         self.device_error = ""
         self.stall_s = 0.0          # tests/benchmarks: hold the writer to force an underrun
@@ -86,11 +86,27 @@ class Writer(threading.Thread):
         self._ramp_up = ramp.reshape(-1, 1)
         self._ramp_down = ramp[::-1].copy().reshape(-1, 1)
         self._fade = 0          # +1 fading in, -1 fading out, 0 none
+        self._mute_pos = self.fade_frames  # 0 = silent .. fade_frames = fully audible
+        # hot standby: frames to drop (>0) or insert (<0) in the coming periods, asked by
+        # the peer lock; `adjust_row` is the segment row after which the effect shows.
+        self.adjust_request = 0
+        self.adjust_row = -1
+        self.adjusted = 0       # frames dropped minus inserted, for status
+        # switcher mode: a steady tone on one output while this unit is the leader
+        self.pilot_channel = -1
+        self.pilot_on = False
+        self._pilot_w = 0.0
+        self._pilot_phase = 0.0
         self._fade_pos = 0
         self._after_fade: tuple | None = None
         # buffers, allocated once
         ch = device.channels
         self._block = np.zeros((self.period, ch), np.float32)
+        self._wide = np.zeros((2 * self.period, ch), np.float32)
+        self._wide_abs = np.zeros((2 * self.period, ch), np.float32)
+        self._wide_sum = np.zeros(2 * self.period, np.float32)
+        self._pilot = np.zeros(self.period, np.float64)
+        self._pilot_idx = np.arange(self.period, dtype=np.float64)
         self._conv = Converter(device.format, ch, self.period)
         # position record (seqlock): written, queued, t_ns
         self._seq = 0
@@ -119,6 +135,18 @@ class Writer(threading.Thread):
             written, queued, t_ns = int(self._pos[0]), int(self._pos[1]), int(self._pos[2])
             if s1 == self._seq and not s1 & 1:
                 return written - queued, t_ns, queued
+
+    def last_segment(self) -> tuple[int, int, int, bool]:
+        """(device frame, song, song frame, playing) of the newest segment row: a pair that
+        is exact, unlike anything read from the slot while the writer runs."""
+        while True:
+            n = self._nhist
+            if n == 0:
+                return 0, -1, 0, False
+            row = self._hist[(n - 1) % HISTORY]
+            d, song, frame, playing = int(row[0]), int(row[1]), int(row[2]), bool(row[3])
+            if self._nhist == n:
+                return d, song, frame, playing
 
     def song_at(self, dev_frame: int) -> tuple[int, int, bool]:
         """(song, song frame, playing) of the given device frame, from the segment history."""
@@ -278,6 +306,8 @@ class Writer(threading.Thread):
                     self._release(0)
             elif kind == "mute":
                 self.muted = bool(cmd[2])
+                if not cmd[3]:  # no ramp: jump straight to the new level
+                    self._mute_pos = 0 if self.muted else self.fade_frames
             self.acked = seq
 
     def _begin_fade_out(self, then: tuple) -> None:
@@ -341,6 +371,11 @@ class Writer(threading.Thread):
                 self.starved += 1
                 break
             n = min(want, avail)
+            if self.adjust_request and not self._fade and done == 0 and n == period \
+                    and avail >= 2 * period:
+                self._read_adjusted(slot, block)
+                done = period
+                continue
             slot.ring.read_into(block[done:], n)
             if self._fade:
                 ramp = self._ramp_down if self._fade == -1 else self._ramp_up
@@ -354,8 +389,75 @@ class Writer(threading.Thread):
                         continue
                     self._fade = 0
             done += n
+        self._apply_mute(block)
+        if self.pilot_on and self.pilot_channel >= 0:
+            self._add_pilot(block)
+
+    def _read_adjusted(self, slot: Slot, block: np.ndarray) -> None:
+        """One period with frames dropped or inserted. A single frame goes where the period
+        is quietest (inaudible in practice: that is how the follower follows a drifting
+        crystal); a bigger jump only happens while this unit is not heard."""
+        period = self.period
+        k = self.adjust_request
+        self.adjust_request = 0
+        self.adjust_row = self._nhist
+        if abs(k) > 1:
+            if k > 0:
+                k = min(k, slot.ring.readable() - period)
+                slot.ring.skip(k)
+                slot.ring.read_into(block, period)
+            else:
+                k = max(k, -period + 1)
+                block[:-k] = 0.0
+                slot.ring.read_into(block[-k:], period + k)
+            self.adjusted += k
+            return
+        wide = self._wide
+        m = period + k  # frames to take from the ring
+        slot.ring.read_into(wide, m)
+        w = self._wide_abs[:m]
+        np.abs(wide[:m], out=w)
+        sums = self._wide_sum[:m]
+        np.sum(w, axis=1, out=sums)
+        i = int(np.argmin(sums))
+        if k > 0:  # drop frame i
+            block[:i] = wide[:i]
+            block[i:] = wide[i + 1:m]
+        else:      # repeat frame i
+            block[:i + 1] = wide[:i + 1]
+            block[i + 1:] = wide[i:m]
+        self.adjusted += k
+
+    def _apply_mute(self, block: np.ndarray) -> None:
+        """Mute and unmute with a short ramp (a takeover must not click)."""
+        pos, full = self._mute_pos, self.fade_frames
         if self.muted:
-            block.fill(0.0)
+            if pos == 0:
+                block.fill(0.0)
+                return
+            n = min(pos, self.period)
+            ramp = self._ramp_down[full - pos: full - pos + n]
+            np.multiply(block[:n], ramp, out=block[:n])
+            block[n:] = 0.0
+            self._mute_pos = pos - n
+        elif pos < full:
+            n = min(full - pos, self.period)
+            np.multiply(block[:n], self._ramp_up[pos:pos + n], out=block[:n])
+            self._mute_pos = pos + n
+
+    def _add_pilot(self, block: np.ndarray) -> None:
+        p = self._pilot
+        np.multiply(self._pilot_idx, self._pilot_w, out=p)
+        np.add(p, self._pilot_phase, out=p)
+        np.sin(p, out=p)
+        col = block[:, self.pilot_channel]
+        np.multiply(p, 0.25, out=p)
+        np.add(col, p, out=col, casting="unsafe")
+        self._pilot_phase = (self._pilot_phase + self._pilot_w * self.period) % (2 * np.pi)
+
+    def set_pilot(self, channel: int, hz: float) -> None:
+        self.pilot_channel = channel
+        self._pilot_w = 2 * np.pi * hz / self.device.rate
 
     def _song_end(self, slot: Slot, offset: int) -> None:
         nxt = self.slots[slot.follow] if slot.after == "next" and slot.follow >= 0 else None

@@ -159,6 +159,7 @@ class MidiConfig:
     clock: bool = False
     mtc: bool = False
     mtc_fps: int = 25
+    offset_ms: float = 0.0  # clock/MTC later (+) or earlier (-) than the audio position
 
 
 @dataclass(frozen=True)
@@ -539,8 +540,8 @@ def _midi(r: NodeReader, node: yaml.Node | None, nsongs: int) -> MidiConfig | No
         action = _action(r, mm.get("action"), f"{key}.action", nsongs)
         if num is not None and action is not None:
             mappings.append(MidiMapping(kind, num, action, value, channel))
-    out_port, clock, mtc, fps = None, False, False, 25
-    out = r.mapping(m.get("out"), "midi.out", ("port", "clock", "mtc", "mtc_fps"),
+    out_port, clock, mtc, fps, offset = None, False, False, 25, 0.0
+    out = r.mapping(m.get("out"), "midi.out", ("port", "clock", "mtc", "mtc_fps", "offset_ms"),
                     required=("port",))
     if out:
         out_port = r.text(out.get("port"), "midi.out.port")
@@ -548,8 +549,9 @@ def _midi(r: NodeReader, node: yaml.Node | None, nsongs: int) -> MidiConfig | No
         mtc = bool(r.boolean(out.get("mtc"), "midi.out.mtc", default=False))
         fps = r.integer(out.get("mtc_fps"), "midi.out.mtc_fps", 24, 30, default=25,
                         choices=(24, 25, 30)) or 25
+        offset = r.number(out.get("offset_ms"), "midi.out.offset_ms", -200, 200, default=0.0)
     return MidiConfig(api=api, in_port=in_port, mappings=tuple(mappings), out_port=out_port,
-                      clock=clock, mtc=mtc, mtc_fps=fps)
+                      clock=clock, mtc=mtc, mtc_fps=fps, offset_ms=float(offset or 0.0))
 
 
 _HOSTPORT = re.compile(r"^\[?([0-9A-Za-z.:_-]+?)\]?:(\d{1,5})$")

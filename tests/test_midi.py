@@ -142,6 +142,22 @@ midi:
     assert re.search(r"show\.yaml:\d+: midi\.map\[0\]\.note", msg)
 
 
+def test_out_offset_is_read_and_bounded(tmp_path):
+    p = tmp_path / "ok.yaml"
+    p.write_text(BASE + "midi:\n  out: {port: Helix, clock: true, offset_ms: -7.5}\n")
+    assert load(p).midi.offset_ms == -7.5
+    msg = config_error(tmp_path, "midi:\n  out: {port: Helix, offset_ms: 900}\n")
+    assert "midi.out.offset_ms" in msg
+
+
+def test_offset_moves_the_send_time():
+    late = SyncScheduler(RATE, lambda song: 120.0, early_ns=-5_000_000)   # offset_ms: +5
+    out, wake = late.step(0, 0, True, 0)
+    assert [m.kind for m in out] == ["start"] and wake == 5_000_000
+    out, _ = late.step(0, 240, True, 5_000_000)
+    assert [m.kind for m in out] == ["clock"]
+
+
 def test_song_midi_out_out_of_range_is_a_config_error(tmp_path):
     text = BASE.replace("    stems:", "    tempo: 500\n    midi_out: [{program: 129}, "
                         "{cc: 7, channel: 0, value: 1}]\n    stems:")

@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Callable
 
 from ..config import Action, Config, Footswitch
+from ..realtime import set_thread_fifo
 
 log = logging.getLogger("backtrack.gpio")
 
@@ -119,11 +120,13 @@ class Footswitches(threading.Thread):
     """gpiozero Buttons (pull-up, active low) feeding `SwitchLogic`s from one thread."""
 
     def __init__(self, switches: tuple[Footswitch, ...], act: Callable[[Action, str], object],
-                 pin_factory=None, clock: Callable[[], float] = time.monotonic):
+                 pin_factory=None, clock: Callable[[], float] = time.monotonic,
+                 rt_priority: int = 0):
         super().__init__(name="backtrack-footswitch", daemon=True)
         from gpiozero import Button
 
         self.act = act
+        self.rt_priority = rt_priority
         self.clock = clock
         self.queue: deque = deque(maxlen=256)
         self.wake = threading.Event()
@@ -148,6 +151,7 @@ class Footswitches(threading.Thread):
         self.wake.set()
 
     def run(self) -> None:
+        set_thread_fifo(self.rt_priority)
         while self.running:
             deadlines = [d for d in (lg.deadline() for lg in self.logic) if d is not None]
             timeout = 1.0
@@ -214,7 +218,8 @@ def start(cfg: Config, daemon, pin_factory=None) -> GpioControls | None:
     errors: list[Exception] = []
     if cfg.footswitches:
         try:
-            switches = Footswitches(cfg.footswitches, daemon.act, pin_factory)
+            switches = Footswitches(cfg.footswitches, daemon.act, pin_factory,
+                                    rt_priority=max(0, cfg.engine.realtime_priority - 15))
             switches.start()
             log.info("footswitches on GPIO %s", ", ".join(str(f.pin) for f in cfg.footswitches))
         except Exception as exc:  # noqa: BLE001

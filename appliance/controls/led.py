@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from ..config import Led
+from ..realtime import set_thread_fifo
 
 log = logging.getLogger("backtrack.led")
 
@@ -138,6 +139,8 @@ class StatusLed(threading.Thread):
                          getattr(self.daemon_, "role", "leader"), self._is_up)
 
     def run(self) -> None:
+        cfg = getattr(self.daemon_.engine, "cfg", None)
+        set_thread_fifo(max(0, cfg.engine.realtime_priority - 20) if cfg else 0)
         step = 0
         step_end = 0.0
         while self.running:

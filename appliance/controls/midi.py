@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from ..config import Action, Config, MidiConfig, MidiMapping
+from ..realtime import set_thread_fifo
 from .midiclock import SyncScheduler, Timed
 
 log = logging.getLogger("backtrack.midi")
@@ -33,8 +34,10 @@ CLIENT_IN = "backtrack-in"
 CLIENT_OUT = "backtrack-out"
 PORT_POLL_S = 1.0
 IDLE_WAKE_S = 0.02      # sender: how often to look at the position while nothing plays
-RUN_WAKE_S = 0.002      # ... while a song plays or is about to (stop/jump noticed this fast)
-ARMED_S = 1.0           # after a song_started event, look this long at RUN_WAKE_S
+PLAY_WAKE_S = 0.01      # ... at least this often while a song plays (a stop seen this fast)
+ARMED_WAKE_S = 0.002    # ... after a command or song start: a song's first tick on time
+ARMED_S = 1.0           # how long after an engine event to look at ARMED_WAKE_S
+RT_BELOW_WRITER = 15    # FIFO priority of the MIDI threads: this far below the writer's
 SILENT_ROLES = ("follower", "standby")
 
 # data bytes after a status byte, by high nibble (channel messages) or full byte (common)
@@ -223,9 +226,11 @@ class _Port:
 class MidiInput(threading.Thread):
     """Foot controller -> `daemon.act`. Runs the mapping in its own thread."""
 
-    def __init__(self, mc: MidiConfig, act: Callable[[Action, str], object]):
+    def __init__(self, mc: MidiConfig, act: Callable[[Action, str], object],
+                 rt_priority: int = 0):
         super().__init__(name="backtrack-midi-in", daemon=True)
         self.act = act
+        self.rt_priority = rt_priority
         self.table = MappingTable(mc.mappings)
         self.parser = MidiParser()
         self.queue: deque = deque(maxlen=1024)
@@ -244,6 +249,7 @@ class MidiInput(threading.Thread):
         self.wake.set()
 
     def run(self) -> None:
+        set_thread_fifo(self.rt_priority)
         next_poll = 0.0
         while self.running:
             now = time.monotonic()
@@ -289,7 +295,9 @@ class MidiOutput(threading.Thread):
         self.sent = 0
         rate = self.engine.cfg.device.rate
         self.sched = SyncScheduler(rate, self._tempo, clock=mc.clock, mtc=mc.mtc,
-                                   fps=mc.mtc_fps) if (mc.clock or mc.mtc) else None
+                                   fps=mc.mtc_fps, early_ns=-int(mc.offset_ms * 1e6)
+                                   ) if (mc.clock or mc.mtc) else None
+        self.rt_priority = max(0, self.engine.cfg.engine.realtime_priority - RT_BELOW_WRITER)
         self.port = _Port("out", mc.api, mc.out_port or "", CLIENT_OUT)
 
     def _tempo(self, song: int) -> float | None:
@@ -300,17 +308,18 @@ class MidiOutput(threading.Thread):
         return getattr(self.daemon_, "role", "leader") in SILENT_ROLES
 
     def on_engine(self, event: str, engine) -> None:
-        """Engine listener (under the engine lock: only queue and wake)."""
-        if event != "song_started":
-            return
-        song = engine.started_song
-        if 0 <= song < len(engine.cfg.songs) and not self._silent():
-            for m in engine.cfg.songs[song].midi_out:
-                self.pending.append((tuple(m.to_bytes()), song))
+        """Engine listener (under the engine lock: only queue and wake). Any event may
+        start, stop or move the audio soon: look closely for a while."""
+        if event == "song_started":
+            song = engine.started_song
+            if 0 <= song < len(engine.cfg.songs) and not self._silent():
+                for m in engine.cfg.songs[song].midi_out:
+                    self.pending.append((tuple(m.to_bytes()), song))
         self.armed_until = time.monotonic() + ARMED_S
         self.wake.set()
 
     def run(self) -> None:
+        set_thread_fifo(self.rt_priority)
         next_poll = 0.0
         while self.running:
             try:
@@ -342,8 +351,10 @@ class MidiOutput(threading.Thread):
         msgs, due_ns = self.sched.step(song, frame, playing, now_ns)
         for m in msgs:
             self._send(m.data, m.kind, m.song, m.frame)
-        if playing or now < self.armed_until:
-            limit = min(limit, RUN_WAKE_S)
+        if now < self.armed_until:
+            limit = min(limit, ARMED_WAKE_S)
+        elif playing:
+            limit = min(limit, PLAY_WAKE_S)
         if due_ns is not None:
             limit = min(limit, (due_ns - time.monotonic_ns()) / 1e9)
         return max(0.0, limit)
@@ -392,7 +403,8 @@ def start(cfg: Config, daemon, trace: list | None = None) -> MidiControls | None
         return None
     inp = out = None
     if mc.in_port:
-        inp = MidiInput(mc, daemon.act)
+        prio = max(0, cfg.engine.realtime_priority - RT_BELOW_WRITER)
+        inp = MidiInput(mc, daemon.act, prio)
         inp.start()
     if mc.out_port:
         out = MidiOutput(mc, daemon, trace)

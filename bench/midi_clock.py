@@ -1,0 +1,175 @@
+"""MIDI clock and MTC against the audio: how far each tick / quarter frame is from the
+moment its song frame is heard.
+
+Prints figures; asserts nothing (machines differ). The daemon runs in this process on the
+virtual sound card (private jackd, dummy backend, ALSA `jack` PCM; a recorder process
+timestamps every JACK period), MIDI out through rtmidi's JACK API to a test input port
+in this process. Songs at a few tempi (one not a whole number of frames per tick) play
+for `--seconds` each. For every MIDI clock tick k of a song, its frame is
+k * rate * 60 / (tempo * 24); the recording says when that frame came out. Two errors:
+
+- sent:      the time `send_message` returned (the scheduler's own error: engine position
+             estimate + thread wake-up), minus the time the frame was heard;
+- received:  the time the test port's callback ran, minus the same. Through JACK this adds
+             the JACK period (rtmidi's JACK output emits at the next process cycle, all
+             events at offset 0), so it shows the test rig as much as the scheduler; on the
+             Pi the ALSA sequencer delivers at once.
+
+MTC: the same for every quarter frame (its frame is q * rate / (4 * fps)); and the position
+a receiver holds as each piece arrives (the time code decoded from its group of eight plus
+a quarter frame per piece) against the song position heard at that moment, which checks
+the content of the time code as well as its timing (positive: the receiver is behind).
+
+Positive = late. Also printed: CPU time of the MIDI out thread per second of playback, and
+the writer's underruns during the run (the sender must not disturb the audio).
+
+    .venv/bin/python bench/midi_clock.py [--seconds 20] [--fps 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from appliance.controls.midiclock import decode_quarter_frames, frames_per_tick  # noqa: E402
+from tests.conftest import start_jack_audio  # noqa: E402
+from tests.showkit import RATE, find_song_start, make_show  # noqa: E402
+
+TEMPI = [120.0, 137.5, 93.0]
+
+
+def row(label: str, values_ms) -> str:
+    v = np.asarray(values_ms, dtype=np.float64)
+    a = np.abs(v)
+    return (f"  {label:<34} p50 {np.percentile(v, 50):+7.2f} ms  p99|e| {np.percentile(a, 99):6.2f}"
+            f" ms  max|e| {a.max():6.2f} ms  n={len(v)}")
+
+
+def thread_cpu_s(name: str) -> float:
+    for t in threading.enumerate():
+        if t.name == name and t.native_id:
+            fields = Path(f"/proc/self/task/{t.native_id}/stat").read_text().rsplit(")", 1)[1]
+            f = fields.split()
+            return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return float("nan")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--fps", type=int, default=25, choices=(24, 25, 30))
+    args = ap.parse_args()
+
+    import rtmidi
+
+    from appliance.config import load
+    from appliance.service import Daemon
+
+    n = len(TEMPI)
+    ja = start_jack_audio(channels=8, seconds=n * (args.seconds + 2) + 10)
+    daemon = gear = None
+    received: list[tuple[list[int], int]] = []
+    try:
+        os.environ.update(ja.env())
+        tmp = Path(tempfile.mkdtemp(prefix="bt-midiclock-"))
+        show = make_show(tmp, [args.seconds + 1.0] * n, extra=(
+            "midi:\n  api: jack\n"
+            f"  out: {{port: 'benchgear:gear', clock: true, mtc: true, mtc_fps: {args.fps}}}\n"))
+        text = show.config.read_text()
+        for i, tempo in enumerate(TEMPI):
+            text = text.replace(f'  - title: "Song {i + 1}"\n',
+                                f'  - title: "Song {i + 1}"\n    tempo: {tempo}\n')
+        show.config.write_text(text)
+        gear = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="benchgear")
+        gear.ignore_types(sysex=False, timing=False, active_sense=True)
+        gear.set_callback(lambda ev, _d=None: received.append((ev[0], time.monotonic_ns())))
+        gear.open_virtual_port("gear")
+        daemon = Daemon(load(show.config))
+        daemon.start()
+        comp = next(c for c in daemon.components if hasattr(c, "output"))
+        trace: list = []
+        comp.output.trace = trace
+        deadline = time.monotonic() + 5
+        while comp.output.port.port_name is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        cpu0, t0 = thread_cpu_s("backtrack-midi-out"), time.monotonic()
+        from appliance.config import Action
+        for i in range(n):
+            daemon.act(Action("goto", i + 1), "bench")
+            daemon.act(Action("play"), "bench")
+            time.sleep(args.seconds)
+            daemon.act(Action("stop"), "bench")
+            time.sleep(0.5)
+        cpu = (thread_cpu_s("backtrack-midi-out") - cpu0) / (time.monotonic() - t0)
+        st = daemon.status()
+        rec = ja.stop()
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        if gear is not None:
+            gear.delete()
+        ja.close()
+
+    sent_clock, recv_clock, sent_qf, recv_qf, pos_err = [], [], [], [], []
+    search = 0
+    for i, tempo in enumerate(TEMPI):
+        exp = show.expected(i)[:64]
+        at = find_song_start(rec.audio, exp, search)
+        if at is None:
+            print(f"  song {i + 1}: start not found in the recording")
+            continue
+        search = at + 1
+        fpt = frames_per_tick(tempo, RATE)
+        fpq = RATE / (4 * args.fps)
+        clocks = [(f, t) for kind, s, f, t in trace if kind == "clock" and s == i]
+        qfs = [(f, t) for kind, s, f, t in trace if kind == "qf" and s == i]
+        for f, t in clocks:
+            sent_clock.append((t - rec.time_of_frame(at + f)) / 1e6)
+        for f, t in qfs:
+            sent_qf.append((t - rec.time_of_frame(at + f)) / 1e6)
+        # received: the song's span is between its Start and the next Stop
+        starts = [t for m, t in received if m == [0xFA]]
+        stops = [t for m, t in received if m == [0xFC]]
+        if i < len(starts):
+            a = starts[i]
+            b = next((t for t in stops if t > a), float("inf"))
+            ticks = [t for m, t in received if m == [0xF8] and a <= t < b]
+            for k, t in enumerate(ticks):
+                recv_clock.append((t - rec.time_of_frame(at + k * fpt)) / 1e6)
+            qf = [(m[1], t) for m, t in received if m[0] == 0xF1 and a <= t < b]
+            for q, (_d, t) in enumerate(qf):
+                recv_qf.append((t - rec.time_of_frame(at + q * fpq)) / 1e6)
+            for g in range(0, len(qf) - 7, 8):
+                # a receiver's position as each piece arrives: the group's time code plus a
+                # quarter frame per piece, against the song position heard at that moment
+                tc, _fps = decode_quarter_frames([d for d, _t in qf[g:g + 8]])
+                for p in range(8):
+                    heard_s = (rec.frame_at_time(qf[g + p][1]) - at) / RATE
+                    pos_err.append((heard_s - (tc + p / 4) / args.fps) * 1e3)
+    print(f"MIDI clock / MTC vs audio: tempi {TEMPI} BPM, {args.seconds:.0f} s each, "
+          f"MTC {args.fps} fps, period 256 x 3, JACK period 256 ({256 / RATE * 1e3:.2f} ms); "
+          f"xruns {st['xruns']}, recorder missed cycles {rec.missed_cycles()}")
+    print(row("clock tick, sent - heard", sent_clock))
+    print(row("clock tick, received - heard", recv_clock))
+    print(row("MTC quarter frame, sent - heard", sent_qf))
+    print(row("MTC quarter frame, received - heard", recv_qf))
+    print(row("MTC position (heard - decoded)", pos_err))
+    ticks_expected = sum(int(args.seconds * t / 60 * 24) for t in TEMPI)
+    print(f"  clock ticks sent {len(sent_clock)} (about {ticks_expected} expected), "
+          f"MIDI out thread CPU {cpu * 100:.2f} % of one core")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -5,7 +5,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := libasound2-dev libsystemd-dev pkg-config jackd2 libasound2-plugins alsa-utils \
-                libsndfile1 libjack-jackd2-0 libfaketime espeak-ng systemd iproute2
+                libsndfile1 libjack-jackd2-0 libfaketime espeak-ng systemd iproute2 \
+                shellcheck fakeroot
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 

@@ -142,6 +142,20 @@ midi:
     assert re.search(r"show\.yaml:\d+: midi\.map\[0\]\.note", msg)
 
 
+def test_config_readme_controls_example_loads(tmp_path):
+    readme = (Path(__file__).resolve().parent.parent / "config" / "README.md").read_text()
+    block = readme.split("<!-- controls-example -->", 1)[1].split("```yaml\n", 1)[1]
+    block = block.split("```", 1)[0]
+    p = tmp_path / "show.yaml"
+    p.write_text(BASE + "  - title: Two\n    stems: [{file: b.wav, to: click}]\n" + block)
+    cfg = load(p)
+    assert [f.pin for f in cfg.footswitches] == [17, 27]
+    assert cfg.footswitches[1].double_ms == 300 and cfg.led.rgb == (5, 6, 13)
+    assert cfg.midi.mappings[2] == MidiMapping("cc", 81, Action("prev"), None, 1)
+    assert (cfg.midi.out_port, cfg.midi.clock, cfg.midi.mtc, cfg.midi.offset_ms) == (
+        "Helix", True, True, 0.0)
+
+
 def test_out_offset_is_read_and_bounded(tmp_path):
     p = tmp_path / "ok.yaml"
     p.write_text(BASE + "midi:\n  out: {port: Helix, clock: true, offset_ms: -7.5}\n")

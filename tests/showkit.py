@@ -100,6 +100,28 @@ def find_song_start(audio: np.ndarray, first_frames: np.ndarray, start: int = 0)
     return None
 
 
+def jack_time(rec, start: int) -> np.ndarray:
+    """For each recorded frame from `start` on, the JACK server's frame clock relative to
+    frame `start`. When the recorder misses a JACK cycle (the test harness, not the daemon,
+    on a loaded machine) the clock jumps past the frames it did not see; the daemon's audio
+    kept flowing, so expected content is indexed by this clock, not by recorded position."""
+    bf = rec.block_frames.astype(np.int64)
+    jf = rec.block_jack_frames.astype(np.int64)
+    jf = np.concatenate([[0], np.cumsum(np.diff(jf) & 0xFFFFFFFF)]) + 0
+    idx = np.arange(start, rec.frames)
+    k = np.searchsorted(bf, idx, side="right") - 1
+    clock = jf[k] + (idx - bf[k])
+    return clock - clock[0]
+
+
+def mismatches(rec, exp: np.ndarray, start: int) -> np.ndarray:
+    """Song frames (per the JACK clock) where the recording differs from `exp`."""
+    song = jack_time(rec, start)
+    keep = song < len(exp)
+    got = rec.audio[start:][keep]
+    return song[keep][np.any(got != exp[song[keep]], axis=1)]
+
+
 def locate(audio_frames: np.ndarray, song_audio: np.ndarray) -> int | None:
     """Song frame whose next frames equal `audio_frames` (a short run of recorded frames)."""
     col = song_audio[:, 0]

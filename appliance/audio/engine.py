@@ -346,6 +346,7 @@ class Engine:
             else:
                 s.want = None
         self._prepare()
+        log.info("reloaded config in use: %d songs, song %d cued", len(cfg.songs), song + 1)
         self._notify("reload")
 
     # ---- monitor ---------------------------------------------------------------------------

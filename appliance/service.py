@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 
 from . import config as config_mod
 from . import systemd
@@ -220,7 +221,7 @@ def reload_config(daemon: Daemon, path: str) -> tuple[bool, str]:
     footswitches, LED, MIDI, peer) keep their running values and the log says they need
     `systemctl restart backtrack`; the setlist changes between songs (Engine.reload)."""
     try:
-        new = config_mod.load(path)
+        new = with_service_dirs(config_mod.load(path))
     except ConfigError as exc:
         log.error("reload rejected: the new config has %d problem(s); playing on with the "
                   "running one", len(exc.problems))
@@ -260,6 +261,15 @@ def reload_config(daemon: Daemon, path: str) -> tuple[bool, str]:
     return True, "new config accepted; applies when the song ends"
 
 
+def with_service_dirs(cfg: Config) -> Config:
+    """Under systemd with CacheDirectory=, a config without engine.cache_dir caches resampled
+    stems there: the default (beside the config, in /etc) is read-only to the service."""
+    cache = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+    if cfg.engine.cache_dir is None and cache:
+        return replace(cfg, engine=replace(cfg.engine, cache_dir=Path(cache)))
+    return cfg
+
+
 def show_snapshot(daemon: Daemon) -> dict:
     st = daemon.status()
     return {"song": st["song_index"], "title": st["title"], "state": st["state"],
@@ -274,7 +284,7 @@ def run(config_path: str) -> int:
     sink = setup_logging()
     notifier = systemd.Notifier()
     t0 = time.monotonic()
-    cfg = config_mod.load(config_path)
+    cfg = with_service_dirs(config_mod.load(config_path))
     for w in cfg.warnings:
         log.warning("%s", w)
     daemon = Daemon(cfg)

@@ -448,3 +448,17 @@ def test_setup_logging_replaces_handlers():
             root.removeHandler(h)
         for h in saved:
             root.addHandler(h)
+
+
+def test_cache_goes_to_the_units_cache_directory_unless_configured(tmp_path, monkeypatch):
+    from appliance.service import with_service_dirs
+
+    show = make_show(tmp_path, [1.0], pcm=MISSING_PCM)
+    cfg = config_mod.load(show.config)
+    monkeypatch.delenv("CACHE_DIRECTORY", raising=False)
+    assert with_service_dirs(cfg).cache_dir == tmp_path / ".backtrack-cache"
+    monkeypatch.setenv("CACHE_DIRECTORY", "/var/cache/backtrack")
+    assert with_service_dirs(cfg).cache_dir == Path("/var/cache/backtrack")
+    show.config.write_text(show.config.read_text().replace(
+        "engine: {readahead: 1.0}", 'engine: {readahead: 1.0, cache_dir: "mine"}'))
+    assert with_service_dirs(config_mod.load(show.config)).cache_dir == tmp_path / "mine"

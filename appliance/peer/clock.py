@@ -113,7 +113,8 @@ class OffsetEstimator:
     @property
     def skew_ppm(self) -> float:
         """How much faster the leader's clock runs than ours, in ppm."""
-        self._solve()
+        if self._samples:
+            self._solve()
         return self._skew * 1e6
 
     @property
@@ -145,7 +146,7 @@ class OffsetEstimator:
         samples = self._samples
         ref = samples[-1][0]
         k = min(len(samples), max(self.min_samples, len(samples) // 4))
-        best = sorted(samples, key=lambda s: s[1])[:k]
+        best = sorted(samples, key=lambda s: (s[1], -s[0]))[:k]  # ties: the newest
         base = best[0][2] // 2
         # skew: from the long memory of block champions once it spans enough blocks, else
         # from the recent window; kept as it was when neither has the spread to tell
@@ -352,19 +353,21 @@ class LockController:
       below `stop` (0.25); while it runs, a frame is moved only if |e| > 0.5 (otherwise the
       move would make the error larger), and a move against the previous direction needs
       |e| >= `start` again, so noise cannot cause drop-insert-drop chatter. With a steady
-      drift this settles into the best possible sawtooth, +-0.5 frame around zero.
+      drift this settles into the best possible sawtooth, +-0.5 frame around zero. When the
+      measurements are noisy the start threshold rises to 4 x `noise_frames`.
 
     Smoothing: an alpha-beta filter tracks the error and its rate of change (the drift
     between the two DACs, frames per ns). Tracking the rate means a steady drift leaves no
     lag (a plain average would trail a 500 ppm drift by about a frame). Big jumps (median of
     the last three raw errors more than `gate_frames` from the prediction) re-seed the
-    filter instead of dragging it. After each correction the filter state and the recent
+    filter instead of dragging it; a lone raw error that far off is replaced by that median
+    (one late STATE must not move anything). After each correction the filter state and the recent
     raw errors are shifted by the correction, so it is not counted twice.
     """
 
     def __init__(self, *, seek_frames: float = 48000, jump_frames: float = 64,
                  min_interval_ns: int = 2_000_000, start: float = 0.75, stop: float = 0.25,
-                 alpha: float = 0.1, beta: float | None = None, gate_frames: float = 8.0,
+                 alpha: float = 0.05, beta: float | None = None, gate_frames: float = 8.0,
                  lock_frames: float = 2.0, settle_updates: int = 10):
         self.seek_frames = seek_frames
         self.jump_frames = jump_frames
@@ -392,6 +395,7 @@ class LockController:
         self._last_dir = 0
         self._last_move_ns: int | None = None
         self._updates = 0
+        self._var = 0.0  # running mean of squared innovations (measurement noise)
 
     @property
     def error(self) -> float | None:
@@ -403,6 +407,13 @@ class LockController:
         """How fast the error grows, frames per second (positive: the follower's DAC runs
         faster than the leader's). Divide by the rate and multiply by 1e6 for ppm."""
         return self._v * 1e9
+
+    @property
+    def noise_frames(self) -> float:
+        """Standard deviation of the smoothed error caused by measurement noise (from the
+        filter's innovations). The start threshold is at least four of these, so a noisy
+        measurement path makes the controller calmer instead of jittery."""
+        return math.sqrt(self._var * self.alpha / (2.0 - self.alpha))
 
     @property
     def locked(self) -> bool:
@@ -426,6 +437,9 @@ class LockController:
                 self._e = med  # a step, not noise: re-seed, keep the drift
             else:
                 r = error_frames - pred
+                if abs(r) > self.gate_frames:
+                    r = med - pred  # a lone outlier: the median stands in for it
+                self._var += max(0.01, 1.0 / self._updates) * (r * r - self._var)
                 self._e = pred + self.alpha * r
                 self._v += self.beta * r / dt
         self._t = now_ns
@@ -439,8 +453,9 @@ class LockController:
                 self.jumps += 1
                 return self._move(-round(med), now_ns)
         e = self._e
+        start = max(self.start, 4.0 * self.noise_frames)
         if not self._correcting:
-            self._correcting = abs(e) >= self.start
+            self._correcting = abs(e) >= start
         elif abs(e) < self.stop:
             self._correcting = False
         if not self._correcting or abs(e) <= 0.5:
@@ -448,7 +463,7 @@ class LockController:
         if self._last_move_ns is not None and now_ns - self._last_move_ns < self.min_interval_ns:
             return 0
         d = -1 if e > 0 else 1
-        if d == -self._last_dir and abs(e) < self.start:
+        if d == -self._last_dir and abs(e) < start:
             return 0
         return self._move(d, now_ns)
 

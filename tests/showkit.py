@@ -100,26 +100,45 @@ def find_song_start(audio: np.ndarray, first_frames: np.ndarray, start: int = 0)
     return None
 
 
-def jack_time(rec, start: int) -> np.ndarray:
-    """For each recorded frame from `start` on, the JACK server's frame clock relative to
-    frame `start`. When the recorder misses a JACK cycle (the test harness, not the daemon,
-    on a loaded machine) the clock jumps past the frames it did not see; the daemon's audio
-    kept flowing, so expected content is indexed by this clock, not by recorded position."""
+def mismatches(rec, exp: np.ndarray, start: int) -> list[str]:
+    """Where the recording from `start` is not `exp` played straight through.
+
+    The recording is cut at every JACK cycle the recorder missed (a harness glitch on a
+    loaded machine: either the recorder alone missed the cycle, and the song moved on by
+    that many frames unseen, or the whole JACK graph skipped it, and it did not). Each piece
+    must equal a contiguous run of `exp`, and each piece must start where the previous one
+    ended, or exactly the missed frames later. So a frame the daemon dropped, repeated or
+    misrouted is always caught; only what the harness itself lost goes unseen."""
     bf = rec.block_frames.astype(np.int64)
     jf = rec.block_jack_frames.astype(np.int64)
-    jf = np.concatenate([[0], np.cumsum(np.diff(jf) & 0xFFFFFFFF)]) + 0
-    idx = np.arange(start, rec.frames)
-    k = np.searchsorted(bf, idx, side="right") - 1
-    clock = jf[k] + (idx - bf[k])
-    return clock - clock[0]
-
-
-def mismatches(rec, exp: np.ndarray, start: int) -> np.ndarray:
-    """Song frames (per the JACK clock) where the recording differs from `exp`."""
-    song = jack_time(rec, start)
-    keep = song < len(exp)
-    got = rec.audio[start:][keep]
-    return song[keep][np.any(got != exp[song[keep]], axis=1)]
+    gaps = (np.diff(jf) & 0xFFFFFFFF) - np.diff(bf)
+    cuts = [(int(bf[k + 1]), int(gaps[k])) for k in np.flatnonzero(gaps > 0)
+            if bf[k + 1] > start]
+    problems = []
+    pos = start
+    song = 0
+    allowed = {0}
+    for cut, missed in [*cuts, (rec.frames, 0)]:
+        piece = rec.audio[pos:cut]
+        if song >= len(exp) or len(piece) == 0:
+            pos, allowed = cut, {0, missed}
+            continue
+        n = min(len(piece), len(exp) - song)
+        for extra in sorted(allowed):
+            m = min(n, len(exp) - song - extra)
+            if m > 0 and np.array_equal(piece[:m], exp[song + extra:song + extra + m]):
+                song += extra + m
+                break
+        else:
+            run = 0
+            while run < n and np.array_equal(piece[run], exp[song + run]):
+                run += 1
+            problems.append(f"song frame {song + run} (recorded frame {pos + run}) differs")
+            return problems
+        pos, allowed = cut, {0, missed}
+    if song < len(exp):
+        problems.append(f"only {song} of {len(exp)} song frames were heard")
+    return problems
 
 
 def locate(audio_frames: np.ndarray, song_audio: np.ndarray) -> int | None:

@@ -173,6 +173,7 @@ class PeerConfig:
     pilot_output: int | None = None  # 0-based device channel
     pilot_hz: float = 1000.0
     timeout_ms: float = 60.0
+    heartbeat_ms: float = 5.0        # STATE every this often (and at once on a change)
     heartbeat_out_pin: int | None = None
     heartbeat_in_pin: int | None = None
 
@@ -570,7 +571,7 @@ def _hostport(r: NodeReader, node: yaml.Node | None, key: str) -> str | None:
 
 def _peer(r: NodeReader, node: yaml.Node | None, base: Path, device: Device) -> PeerConfig | None:
     p = r.mapping(node, "peer", ("role", "priority", "listen", "peers", "key_file", "mode",
-                                 "pilot", "timeout_ms", "heartbeat"),
+                                 "pilot", "timeout_ms", "heartbeat_ms", "heartbeat"),
                   required=("role", "key_file"))
     if p is None:
         return None
@@ -607,6 +608,8 @@ def _peer(r: NodeReader, node: yaml.Node | None, base: Path, device: Device) -> 
         pilot_hz=pilot_hz or d.pilot_hz,
         timeout_ms=r.number(p.get("timeout_ms"), "peer.timeout_ms", 5, 5000,
                             default=d.timeout_ms) or d.timeout_ms,
+        heartbeat_ms=r.number(p.get("heartbeat_ms"), "peer.heartbeat_ms", 1, 10,
+                              default=d.heartbeat_ms) or d.heartbeat_ms,
         heartbeat_out_pin=hb_out,
         heartbeat_in_pin=hb_in,
     )

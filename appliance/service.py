@@ -30,7 +30,7 @@ FAULTS_ENABLED = os.environ.get("BACKTRACK_FAULTS") == "1"
 COMMANDS = ("play", "stop", "pause", "play_stop", "next", "prev", "goto", "status")
 
 
-def status_dict(engine: Engine, role: str = "leader", peer: str = "none") -> dict:
+def status_dict(engine: Engine, role: str = "leader", peer: dict | str = "none") -> dict:
     s = engine.status()
     d = asdict(s)
     d.update({
@@ -76,13 +76,25 @@ class Daemon:
         self.stopping = threading.Event()
         self.components: list = []  # footswitches/LED, MIDI, peer: each has close()
         self.role = "leader"
-        self.peer_health = "none"
+        self.peer = None  # appliance.peer.node.PeerNode on a unit of a hot-standby pair
+        self._deduper = None
 
     def act(self, action: Action, source: str = "socket") -> tuple[bool, str]:
         """The one entry point for every control (socket, footswitch, MIDI): a hot-standby
-        follower routes it through the leader here."""
+        follower routes it through the leader here, and the leader acts once on a press
+        that reaches it twice (a MIDI thru box feeding both units)."""
         log.info("%s: %s", source, action)
+        if self.peer is not None:
+            forwarded = self.peer.act(action, source)
+            if forwarded is not None:
+                return forwarded
+            if not self.peer.deduper.accept(str(action), time.monotonic_ns(), source):
+                return True, "same press already received from another unit"
         return self.engine.command(action)
+
+    @property
+    def peer_health(self) -> dict | str:
+        return self.peer.health() if self.peer is not None else "none"
 
     def handle(self, req: dict) -> dict:
         if req.get("cmd") == "status":
@@ -120,6 +132,16 @@ class Daemon:
         if self.cfg.midi:
             from .controls.midi import start as start_midi
             self._start_component("MIDI", start_midi)
+        if self.cfg.peer:
+            from .peer.node import start as start_peer
+            try:
+                self.peer = start_peer(self.cfg, self)
+            except UserError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                log.error("hot standby not started: %s", exc)
+            else:
+                self.components.append(self.peer)
 
     def _start_component(self, what: str, factory) -> None:
         try:
@@ -141,7 +163,11 @@ class Daemon:
             raise UserError(f"cannot create the control socket {self.cfg.control.socket}: "
                             f"{exc.strerror or exc} (set control.socket in the config)") from None
         self.server.start()
-        self._start_components()
+        try:
+            self._start_components()
+        except UserError:
+            self.stop()
+            raise
         st = self.engine.status()
         log.info("ready: %d songs, device %s (%s), %s", len(self.cfg.songs),
                  self.cfg.device.name, st.device, st.realtime)

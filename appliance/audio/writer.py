@@ -402,15 +402,20 @@ class Writer(threading.Thread):
         self.adjust_request = 0
         self.adjust_row = self._nhist
         if abs(k) > 1:
+            # A jump (the unit is not heard): what does not fit in this period is carried
+            # over to the next ones, so the caller sees the whole jump done before it
+            # measures again.
             if k > 0:
-                k = min(k, slot.ring.readable() - period)
-                slot.ring.skip(k)
+                n = min(k, slot.ring.readable() - period)
+                slot.ring.skip(n)
                 slot.ring.read_into(block, period)
             else:
-                k = max(k, -period + 1)
-                block[:-k] = 0.0
-                slot.ring.read_into(block[-k:], period + k)
-            self.adjusted += k
+                n = max(k, -period)
+                block[:-n] = 0.0
+                if n > -period:
+                    slot.ring.read_into(block[-n:], period + n)
+            self.adjust_request = k - n
+            self.adjusted += n
             return
         wide = self._wide
         m = period + k  # frames to take from the ring

@@ -1,0 +1,437 @@
+"""A unit of a hot-standby pair (or N units): the network, the lock and the takeover.
+
+One thread, woken by datagrams or every heartbeat:
+
+- as leader: sends STATE (term, song, state, the song frame at the write head and the
+  monotonic time that frame reaches the DAC) every `heartbeat_ms` and at once on a change;
+  answers PINGs; applies COMMANDs forwarded by followers (once per physical press);
+  announces its own failure (device lost, underrun storm, shutting down).
+- as follower: estimates the clock offset to the leader (PING/PONG), plays the leader's
+  song at the leader's frame (seek), then keeps the lock by dropping or inserting single
+  frames (appliance.peer.clock.LockController), muted (`unmute` mode) or playing without
+  the pilot tone (`switcher` mode); takes over when `Roles` says so.
+
+Pure logic lives in wire/clock/roles/dedupe; this file is the glue to sockets and engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from ..audio.engine import Engine
+from ..config import Action, Config, parse_action
+from ..realtime import set_thread_fifo
+from ..transport import CUED, PAUSED, PLAYING, STOPPED
+from . import wire
+from .clock import DacClock, LockController, OffsetEstimator
+from .dedupe import PressDeduper
+from .roles import Roles
+
+log = logging.getLogger("backtrack.peer")
+
+STATE_CODES = {STOPPED: 0, CUED: 1, PLAYING: 2, PAUSED: 3}
+STATE_NAMES = {v: k for k, v in STATE_CODES.items()}
+PING_EVERY_NS = 50_000_000
+FOLLOWER_EVERY_NS = 100_000_000
+SEEK_LEAD_S = 0.02      # seek this far ahead: the start lands a little behind, and a jump
+                        # forward (skipping decoded frames) is instant
+STORM_UNDERRUNS = 3     # underruns within STORM_WINDOW make the leader announce failure
+STORM_WINDOW_NS = 2_000_000_000
+LISTEN_FIRST = 4        # a configured leader listens this many timeouts before it claims
+
+
+def setlist_hash(cfg: Config) -> int:
+    """Two units must play the same show: titles, stem files (names) and gains, in order."""
+    parts = []
+    for s in cfg.songs:
+        parts.append(s.title)
+        parts.extend(f"{st.file.name}:{st.gain_db}:{st.channels}" for st in s.stems)
+    return wire.setlist_hash("\n".join(parts))
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class PeerNode(threading.Thread):
+    def __init__(self, cfg: Config, engine: Engine, on_role: Callable[[str], None],
+                 act_locally: Callable[[Action, str], tuple[bool, str]]):
+        super().__init__(name="backtrack-peer", daemon=True)
+        pc = cfg.peer
+        assert pc is not None
+        self.cfg = cfg
+        self.pc = pc
+        self.engine = engine
+        self.on_role = on_role
+        self.act_locally = act_locally
+        self.key = wire.load_key(pc.key_file)
+        self.id = pc.priority
+        self.boot = wire.new_boot_id()
+        self.seq = 0
+        self.guard = wire.ReplayGuard()
+        self.counters = wire.Counters()
+        self.timeout_ns = int(pc.timeout_ms * 1e6)
+        self.heartbeat_ns = int(pc.heartbeat_ms * 1e6)
+        self.roles = Roles(self.id, pc.priority, pc.role, self.timeout_ns)
+        self.setlist = setlist_hash(cfg)
+        self.rate = cfg.device.rate
+        self.dac = DacClock(nominal_hz=self.rate)
+        self._clk_seen = 0
+        self._clk_epoch = -1
+        self.offsets: dict[int, OffsetEstimator] = {}
+        self.lock = LockController()
+        self.deduper = PressDeduper()
+        self.running = True
+        self.leader_state: wire.State | None = None
+        self.leader_seen_ns = 0
+        self.last_state_sent = 0
+        self.last_ping = 0
+        self.last_follower = 0
+        self.press_counter = 0
+        self.failing_reason = ""
+        self._under_marks: list[int] = []
+        self._last_under = 0
+        self._change = threading.Event()
+        self.network_muted = False  # fault injection: a partitioned network
+        self.lock_error_frames: float | None = None
+        self.wire_in = None
+        self.wire_out = None
+        self.wire_last_edge = 0
+        self.refused_setlist = False
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(parse_hostport(pc.listen))
+        self.sock.setblocking(False)
+        self.peers = [parse_hostport(p) for p in pc.peers]
+        engine.listeners.append(self._on_engine)
+        self._setup_wire()
+
+    # ---- set-up ----------------------------------------------------------------------------
+    def _setup_wire(self) -> None:
+        """The optional heartbeat wire: the leader toggles an output from the audio path,
+        followers watch it; a wire still toggling means the leader is alive whatever the
+        network says."""
+        pc = self.pc
+        if pc.heartbeat_out_pin is None and pc.heartbeat_in_pin is None:
+            return
+        try:
+            from gpiozero import DigitalInputDevice, DigitalOutputDevice
+            if pc.heartbeat_out_pin is not None:
+                self.wire_out = DigitalOutputDevice(pc.heartbeat_out_pin)
+            if pc.heartbeat_in_pin is not None:
+                self.wire_in = DigitalInputDevice(pc.heartbeat_in_pin, pull_up=True)
+                self.wire_in.when_activated = self._wire_edge
+                self.wire_in.when_deactivated = self._wire_edge
+        except Exception as exc:  # noqa: BLE001 - no GPIO: network heartbeat only
+            log.error("heartbeat wire not available: %s", exc)
+
+    def _wire_edge(self) -> None:
+        self.wire_last_edge = time.monotonic_ns()
+
+    def wire_alive(self, now: int) -> bool:
+        return self.wire_in is not None and now - self.wire_last_edge < self.timeout_ns
+
+    # ---- sending ---------------------------------------------------------------------------
+    def _send(self, payload: wire.Payload, to: list[tuple[str, int]] | None = None) -> None:
+        if self.network_muted:
+            return
+        self.seq += 1
+        data = wire.encode(payload, sender=self.id, boot=self.boot, seq=self.seq,
+                           wall_ns=time.time_ns(), key=self.key)
+        for addr in to or self.peers:
+            with contextlib.suppress(OSError):
+                self.sock.sendto(data, addr)
+
+    def _state_payload(self) -> wire.State:
+        d, _song, frame, playing = self.engine.writer.last_segment()
+        cur = self.engine.transport.current
+        t = self.dac.time_of(d) if self.dac.ready else time.monotonic_ns()
+        flags = wire.FLAG_FAILING if self.failing_reason else 0
+        if cur.state != PLAYING and cur.state != PAUSED:
+            frame = 0
+        return wire.State(term=self.roles.term, leader=self.id, song=cur.song,
+                          state=STATE_CODES[cur.state], frame=frame, t_ns=t, rate=self.rate,
+                          setlist=self.setlist, flags=flags)
+
+    def send_state(self) -> None:
+        self._send(self._state_payload())
+        self.last_state_sent = time.monotonic_ns()
+
+    def announce_failing(self, reason: str) -> None:
+        """Tell the followers to take over now (device lost, storm, shutting down)."""
+        if self.roles.role != "leader":
+            return
+        self.failing_reason = reason
+        log.error("announcing failure to the followers: %s", reason)
+        for _ in range(3):  # UDP: say it more than once
+            self._send(wire.Failing(term=self.roles.term, reason=reason[:40]))
+            self.send_state()
+
+    # ---- controls on a follower go through the leader --------------------------------------
+    def act(self, action: Action, source: str) -> tuple[bool, str] | None:
+        """Forward a press to the leader when we follow one; None: act locally."""
+        leader = self.leader_addr()
+        if self.roles.role == "leader" or leader is None:
+            return None
+        self.press_counter += 1
+        press = (self.boot & 0xFFFFFFFF) << 32 | self.press_counter
+        for _ in range(2):
+            self._send(wire.Command(press_id=press, action=str(action)), [leader])
+        return True, f"sent to the leader (unit {self.roles.leader_id})"
+
+    def leader_addr(self) -> tuple[str, int] | None:
+        return getattr(self, "_leader_addr", None)
+
+    # ---- engine events ---------------------------------------------------------------------
+    def _on_engine(self, event: str, _engine: Engine) -> None:
+        if self.roles.role == "leader":
+            self._change.set()
+
+    # ---- the thread ------------------------------------------------------------------------
+    def run(self) -> None:
+        set_thread_fifo(max(0, self.cfg.engine.realtime_priority - 5))
+        self._apply(self.roles.tick(time.monotonic_ns()))
+        while self.running:
+            try:
+                self._loop_once()
+            except Exception:  # noqa: BLE001 - the peer link must never take the show down
+                log.exception("peer loop error")
+                time.sleep(0.01)
+
+    def _loop_once(self) -> None:
+        now = time.monotonic_ns()
+        wait = self.heartbeat_ns / 1e9
+        if self.roles.role == "leader":
+            wait = max(0.0, (self.last_state_sent + self.heartbeat_ns - now) / 1e9)
+        r, _, _ = select.select([self.sock], [], [], min(wait, 0.005))
+        if r:
+            self._receive_all()
+        now = time.monotonic_ns()
+        self._feed_dac_clock()
+        self._watch_health(now)
+        self.roles.healthy = self._healthy()
+        wire_alive = self.wire_alive(now) if self.wire_in is not None else None
+        self._apply(self.roles.tick(now, heartbeat_wire_alive=wire_alive))
+        if self.roles.role == "leader":
+            if self._change.is_set() or now - self.last_state_sent >= self.heartbeat_ns:
+                self._change.clear()
+                self.send_state()
+            if self.wire_out is not None and self.engine.healthy(0.05):
+                self.wire_out.toggle()
+        else:
+            if now - self.last_ping >= PING_EVERY_NS and self.leader_addr():
+                self.last_ping = now
+                self._send(wire.Ping(t1=now), [self.leader_addr()])
+            if now - self.last_follower >= FOLLOWER_EVERY_NS:
+                self.last_follower = now
+                err = self.lock_error_frames
+                self._send(wire.Follower(
+                    term=self.roles.term,
+                    lock_error_ns=int((err or 0) * 1e9 / self.rate),
+                    locked=self.roles.healthy, priority=self.pc.priority))
+
+    def _receive_all(self) -> None:
+        for _ in range(64):
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if self.network_muted:
+                continue
+            t_recv = time.monotonic_ns()
+            env = wire.receive(data, key=self.key, guard=self.guard, counters=self.counters,
+                               now_wall_ns=time.time_ns(), me=(self.id, self.boot))
+            if env is not None:
+                self._handle(env, addr, t_recv)
+
+    def _handle(self, env: wire.Envelope, addr, t_recv: int) -> None:
+        p = env.payload
+        if isinstance(p, wire.State):
+            if p.setlist != self.setlist:
+                if not self.refused_setlist:
+                    log.error("unit %d plays a different setlist: not following it", env.sender)
+                self.refused_setlist = True
+                return
+            self.refused_setlist = False
+            self.roles.on_state(env.sender, p.term, t_recv, failing=p.failing)
+            if self.roles.role != "leader" and env.sender == self.roles.leader_id:
+                self._leader_addr = addr
+                self.leader_state = p
+                self.leader_seen_ns = t_recv
+                self._follow(p, env.sender, t_recv)
+        elif isinstance(p, wire.Ping):
+            if self.roles.role == "leader":
+                self._send(wire.Pong(t1=p.t1, t2=t_recv, t3=time.monotonic_ns()), [addr])
+        elif isinstance(p, wire.Pong):
+            est = self.offsets.setdefault(env.sender, OffsetEstimator())
+            est.add(p.t1, p.t2, p.t3, t_recv)
+        elif isinstance(p, wire.Command):
+            if self.roles.role == "leader":
+                action = parse_action(p.action)
+                if action is not None and self.deduper.accept(str(action), t_recv,
+                                                              f"unit {env.sender}"):
+                    self.act_locally(action, f"unit {env.sender}")
+        elif isinstance(p, wire.Failing):
+            self.roles.on_failing(env.sender, p.term, t_recv)
+        elif isinstance(p, wire.Follower):
+            self.roles.on_follower(env.sender, p.priority, p.locked, t_recv, term=p.term)
+
+    # ---- follower: play what the leader plays, where it plays it ---------------------------
+    def _follow(self, st: wire.State, leader: int, now: int) -> None:
+        eng = self.engine
+        state = STATE_NAMES.get(st.state, STOPPED)
+        if not 0 <= st.song < len(self.cfg.songs):
+            return
+        if state != PLAYING:
+            eng.mirror(state, st.song)
+            self.lock.reset()
+            self.lock_error_frames = None
+            return
+        est = self.offsets.get(leader)
+        if est is None or not est.ready or not self.dac.ready:
+            return  # not yet able to say where the leader is
+        cur = eng.transport.current
+        d, song, frame, playing = eng.writer.last_segment()
+        if cur.state != PLAYING or cur.song != st.song or song != st.song or not playing:
+            self._seek(st, est, now)
+            return
+        if eng.writer.adjust_request or eng.writer._nhist <= eng.writer.adjust_row + 1:
+            return  # the last correction has not shown yet
+        t_local = self.dac.time_of(d)
+        leader_frame = st.frame + (est.to_remote(t_local) - st.t_ns) * st.rate / 1e9
+        err = frame - leader_frame
+        self.lock_error_frames = err
+        audible = self.roles.role == "leader"
+        k = self.lock.update(err, now, audible=audible)
+        if self.lock.needs_seek and not audible:
+            self._seek(st, est, now)
+        elif k:
+            eng.request_adjust(k)
+
+    def _seek(self, st: wire.State, est: OffsetEstimator, now: int) -> None:
+        lead_ns = int(SEEK_LEAD_S * 1e9)
+        target = st.frame + (est.to_remote(now + lead_ns) - st.t_ns) * st.rate / 1e9
+        self.engine.seek(st.song, int(target))
+        self.lock.reset()
+
+    def _healthy(self) -> bool:
+        """A good successor: its device plays, it has the same show, and it is locked (or
+        there is nothing to lock to)."""
+        if not self.engine.writer.device_ok or self.refused_setlist:
+            return False
+        st = self.leader_state
+        return st is None or st.state != STATE_CODES[PLAYING] or self.lock.locked
+
+    # ---- DAC clock and health --------------------------------------------------------------
+    def _feed_dac_clock(self) -> None:
+        w = self.engine.writer
+        if w.clock_epoch != self._clk_epoch:
+            self._clk_epoch = w.clock_epoch
+            self.dac.reset()
+        rows, self._clk_seen = w.clock_samples(self._clk_seen)
+        for frame, t in rows:
+            self.dac.add(int(frame), int(t))
+
+    def _watch_health(self, now: int) -> None:
+        if self.roles.role != "leader" or self.failing_reason:
+            return
+        st_dev = self.engine.writer.device_ok
+        if not st_dev:
+            self.announce_failing("device lost")
+            return
+        under = self.engine.writer.sink.underruns
+        if under != self._last_under:
+            self._last_under = under
+            self._under_marks.append(now)
+        self._under_marks = [t for t in self._under_marks if now - t < STORM_WINDOW_NS]
+        if len(self._under_marks) >= STORM_UNDERRUNS:
+            self.announce_failing(f"{len(self._under_marks)} underruns in "
+                                  f"{STORM_WINDOW_NS / 1e9:.0f} s")
+
+    # ---- role changes ----------------------------------------------------------------------
+    def _apply(self, actions) -> None:
+        for a in actions or ():
+            kind = a[0]
+            if kind == "become_leader":
+                log.warning("taking over as leader (term %d)", self.roles.term)
+                self.failing_reason = ""
+                self._become_audible()
+                self.send_state()
+            elif kind in ("step_down", "mute"):
+                log.warning("following unit %s (term %d)", self.roles.leader_id,
+                            self.roles.term)
+                self._become_silent()
+            elif kind == "unmute":
+                self._become_audible()
+            self.on_role(self.roles.role)
+
+    def _become_audible(self) -> None:
+        if self.pc.mode == "switcher":
+            self.engine.set_pilot(True)
+        else:
+            self.engine.set_audible(True, fade=True)
+
+    def _become_silent(self) -> None:
+        if self.pc.mode == "switcher":
+            self.engine.set_pilot(False)
+        else:
+            self.engine.set_audible(False, fade=False)
+
+    # ---- status ----------------------------------------------------------------------------
+    def health(self) -> dict:
+        now = time.monotonic_ns()
+        err = self.lock_error_frames
+        est = self.offsets.get(self.roles.leader_id)
+        return {
+            "role": self.roles.role,
+            "term": self.roles.term,
+            "unit": self.id,
+            "leader": self.roles.leader_id,
+            "mode": self.pc.mode,
+            "leader_seen_ms": round((now - self.leader_seen_ns) / 1e6, 1)
+            if self.leader_seen_ns else None,
+            "locked": self.lock.locked if self.roles.role != "leader" else None,
+            "lock_error_ms": round(err / self.rate * 1000, 4) if err is not None else None,
+            "drift_ppm": round(self.lock.drift_frames_per_s / self.rate * 1e6, 1),
+            "frames_dropped": self.lock.dropped,
+            "frames_inserted": self.lock.inserted,
+            "offset_us": round(est.offset_ns / 1000, 1) if est is not None and est.ready
+            else None,
+            "failing": self.failing_reason or None,
+            "wire": None if self.wire_in is None else self.wire_alive(now),
+            "setlist_mismatch": self.refused_setlist,
+            "packets": self.counters.as_dict(),
+        }
+
+    def close(self) -> None:
+        if self.roles.role == "leader":
+            self.announce_failing("shutting down")
+        self.running = False
+        self.join(timeout=1)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        for dev in (self.wire_in, self.wire_out):
+            if dev is not None:
+                with contextlib.suppress(Exception):
+                    dev.close()
+
+
+def start(cfg: Config, daemon) -> PeerNode:
+    """Build and start the node for `daemon` (appliance.service.Daemon)."""
+    node = PeerNode(cfg, daemon.engine, on_role=lambda role: setattr(daemon, "role", role),
+                    act_locally=lambda a, src: daemon.engine.command(a))
+    # every unit starts silent; the leader becomes audible once it has listened (Roles)
+    if cfg.peer.mode != "switcher":
+        daemon.engine.set_audible(False, fade=False)
+    daemon.role = node.roles.role
+    node.start()
+    return node

@@ -382,3 +382,21 @@ def test_single_outlier_does_not_jump() -> None:
 def test_non_finite_error_is_ignored() -> None:
     lc = LockController()
     assert lc.update(float("nan"), 1) == 0 and lc.error is None
+
+
+def test_step_after_lock_jumps_once_two_measurements_agree() -> None:
+    """The leader's position jumps by 300 frames (a late seek on its side): one reading is
+    not believed, the second confirms it and a muted follower jumps the whole way at once."""
+    lc = LockController()
+    t = 0
+    for _ in range(20):
+        t += 5_333_333
+        assert lc.update(0.0, t) == 0
+    t += 5_333_333
+    assert lc.update(-300.2, t) == 0
+    t += 5_333_333
+    assert lc.update(-300.2, t) == 300
+    for _ in range(20):
+        t += 5_333_333
+        assert lc.update(-0.2, t) == 0
+    assert lc.jumps == 1 and abs(lc.error or 0) < 0.5

@@ -71,7 +71,8 @@ def main() -> int:
         to_act: list[float] = []
         for _ in range(args.rounds):
             time.sleep(0.15 + np.random.default_rng(len(edges)).uniform(0, 0.02))
-            n_fired = len(sw.fired)
+            sw.fired.clear()                        # the switch is idle: nothing appends now
+            n_fired = 0
             t0 = time.monotonic_ns()
             for _b in range(3):                     # bounce
                 pin.drive_low()

@@ -4,13 +4,13 @@ moment its song frame is heard.
 Prints figures; asserts nothing (machines differ). The daemon runs in this process on the
 virtual sound card (private jackd, dummy backend, ALSA `jack` PCM; a recorder process
 timestamps every JACK period), MIDI out through rtmidi's JACK API to a test input port
-in this process. Songs at a few tempi (one not a whole number of frames per tick) play
+in a process of its own. Songs at a few tempi (one not a whole number of frames per tick) play
 for `--seconds` each. For every MIDI clock tick k of a song, its frame is
 k * rate * 60 / (tempo * 24); the recording says when that frame came out. Two errors:
 
 - sent:      the time `send_message` returned (the scheduler's own error: engine position
              estimate + thread wake-up), minus the time the frame was heard;
-- received:  the time the test port's callback ran, minus the same. Through JACK this adds
+- received:  the time the gear process's callback ran, minus the same. Through JACK this adds
              the JACK period (rtmidi's JACK output emits at the next process cycle, all
              events at offset 0), so it shows the test rig as much as the scheduler; on the
              Pi the ALSA sequencer delivers at once.
@@ -41,7 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from appliance.controls.midiclock import decode_quarter_frames, frames_per_tick  # noqa: E402
+from appliance.controls.midiclock import decode_quarter_frames  # noqa: E402
 from tests.conftest import start_jack_audio  # noqa: E402
 from tests.showkit import RATE, find_song_start, make_show  # noqa: E402
 
@@ -51,7 +51,7 @@ TEMPI = [120.0, 137.5, 93.0]
 def row(label: str, values_ms) -> str:
     v = np.asarray(values_ms, dtype=np.float64)
     a = np.abs(v)
-    return (f"  {label:<34} p50 {np.percentile(v, 50):+7.2f} ms  p99|e| {np.percentile(a, 99):6.2f}"
+    return (f"  {label:<40} p50 {np.percentile(v, 50):+7.2f} ms  p99|e| {np.percentile(a, 99):6.2f}"
             f" ms  max|e| {a.max():6.2f} ms  n={len(v)}")
 
 
@@ -64,13 +64,36 @@ def thread_cpu_s(name: str) -> float:
     return float("nan")
 
 
+def gear_main() -> int:
+    """The receiving "gear": a JACK MIDI input port in a process of its own, so its
+    callback (run in JACK's process thread, needing this process's GIL) never waits for
+    the daemon's threads. Prints "ready", collects until stdin closes, prints JSON."""
+    import json
+
+    import rtmidi
+
+    got: list = []
+    gear = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="benchgear")
+    gear.ignore_types(sysex=False, timing=False, active_sense=True)
+    gear.set_callback(lambda ev, _d=None: got.append((ev[0], time.monotonic_ns())))
+    gear.open_virtual_port("gear")
+    print("ready", flush=True)
+    sys.stdin.read()
+    gear.delete()
+    print(json.dumps(got), flush=True)
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--gear"]:
+        return gear_main()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--fps", type=int, default=25, choices=(24, 25, 30))
     args = ap.parse_args()
 
-    import rtmidi
+    import json
+    import subprocess
 
     from appliance.config import load
     from appliance.service import Daemon
@@ -90,10 +113,10 @@ def main() -> int:
             text = text.replace(f'  - title: "Song {i + 1}"\n',
                                 f'  - title: "Song {i + 1}"\n    tempo: {tempo}\n')
         show.config.write_text(text)
-        gear = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="benchgear")
-        gear.ignore_types(sysex=False, timing=False, active_sense=True)
-        gear.set_callback(lambda ev, _d=None: received.append((ev[0], time.monotonic_ns())))
-        gear.open_virtual_port("gear")
+        gear = subprocess.Popen([sys.executable, __file__, "--gear"], env=ja.environ(),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if gear.stdout.readline().strip() != "ready":
+            raise RuntimeError("the gear process did not start")
         daemon = Daemon(load(show.config))
         daemon.start()
         comp = next(c for c in daemon.components if hasattr(c, "output"))
@@ -105,69 +128,96 @@ def main() -> int:
         time.sleep(0.5)
         cpu0, t0 = thread_cpu_s("backtrack-midi-out"), time.monotonic()
         from appliance.config import Action
+        samples: list[tuple[int, int, int]] = []   # engine.position(): song, frame, ns
         for i in range(n):
             daemon.act(Action("goto", i + 1), "bench")
             daemon.act(Action("play"), "bench")
-            time.sleep(args.seconds)
+            t_end = time.monotonic() + args.seconds
+            while time.monotonic() < t_end:
+                time.sleep(0.05)
+                song, frame, playing, t_ns = daemon.engine.position()
+                if playing:
+                    samples.append((song, frame, t_ns))
             daemon.act(Action("stop"), "bench")
             time.sleep(0.5)
         cpu = (thread_cpu_s("backtrack-midi-out") - cpu0) / (time.monotonic() - t0)
         st = daemon.status()
         rec = ja.stop()
+        out, _ = gear.communicate("", timeout=10)
+        received = [(m, t) for m, t in json.loads(out)]
     finally:
         if daemon is not None:
             daemon.stop()
-        if gear is not None:
-            gear.delete()
+        if gear is not None and gear.poll() is None:
+            gear.kill()
         ja.close()
 
-    sent_clock, recv_clock, sent_qf, recv_qf, pos_err = [], [], [], [], []
+    sent_clock, recv_clock, sent_qf, recv_qf, pos_err, engine_err = [], [], [], [], [], []
+    lost = {"clock": 0, "qf": 0}
     search = 0
-    for i, tempo in enumerate(TEMPI):
+    for i in range(n):
         exp = show.expected(i)[:64]
         at = find_song_start(rec.audio, exp, search)
         if at is None:
             print(f"  song {i + 1}: start not found in the recording")
             continue
         search = at + 1
-        fpt = frames_per_tick(tempo, RATE)
-        fpq = RATE / (4 * args.fps)
+        for song, frame, t_ns in samples:
+            if song == i:   # the engine's DAC frame vs the frame heard at that moment
+                engine_err.append((frame - (rec.frame_at_time(t_ns) - at)) / RATE * 1e3)
         clocks = [(f, t) for kind, s, f, t in trace if kind == "clock" and s == i]
         qfs = [(f, t) for kind, s, f, t in trace if kind == "qf" and s == i]
         for f, t in clocks:
             sent_clock.append((t - rec.time_of_frame(at + f)) / 1e6)
         for f, t in qfs:
             sent_qf.append((t - rec.time_of_frame(at + f)) / 1e6)
-        # received: the song's span is between its Start and the next Stop
+        # received: the song's span is between its Start and the next Stop. Each message
+        # is paired with the last one of its kind sent before it arrived (its frame is in
+        # the trace), so one lost in transit does not shift the others.
         starts = [t for m, t in received if m == [0xFA]]
         stops = [t for m, t in received if m == [0xFC]]
         if i < len(starts):
             a = starts[i]
             b = next((t for t in stops if t > a), float("inf"))
-            ticks = [t for m, t in received if m == [0xF8] and a <= t < b]
-            for k, t in enumerate(ticks):
-                recv_clock.append((t - rec.time_of_frame(at + k * fpt)) / 1e6)
+            for kind, code, sent, out in (("clock", 0xF8, clocks, recv_clock),
+                                          ("qf", 0xF1, qfs, recv_qf)):
+                st_ns = np.array([t for _f, t in sent], dtype=np.int64)
+                got = [t for m, t in received if m[0] == code and a <= t < b]
+                lost[kind] += max(0, len(sent) - len(got))
+                for t in got:
+                    j = int(np.searchsorted(st_ns, t, side="right")) - 1
+                    if j >= 0:
+                        out.append((t - rec.time_of_frame(at + sent[j][0])) / 1e6)
             qf = [(m[1], t) for m, t in received if m[0] == 0xF1 and a <= t < b]
-            for q, (_d, t) in enumerate(qf):
-                recv_qf.append((t - rec.time_of_frame(at + q * fpq)) / 1e6)
-            for g in range(0, len(qf) - 7, 8):
+            g = 0
+            while g + 8 <= len(qf):
+                if [d >> 4 for d, _t in qf[g:g + 8]] != list(range(8)):
+                    g += 1                      # a piece was lost: find the next group
+                    continue
                 # a receiver's position as each piece arrives: the group's time code plus a
                 # quarter frame per piece, against the song position heard at that moment
                 tc, _fps = decode_quarter_frames([d for d, _t in qf[g:g + 8]])
                 for p in range(8):
                     heard_s = (rec.frame_at_time(qf[g + p][1]) - at) / RATE
                     pos_err.append((heard_s - (tc + p / 4) / args.fps) * 1e3)
+                g += 8
     print(f"MIDI clock / MTC vs audio: tempi {TEMPI} BPM, {args.seconds:.0f} s each, "
           f"MTC {args.fps} fps, period 256 x 3, JACK period 256 ({256 / RATE * 1e3:.2f} ms); "
           f"xruns {st['xruns']}, recorder missed cycles {rec.missed_cycles()}")
+    print(row("engine.position() ahead of heard", engine_err))
     print(row("clock tick, sent - heard", sent_clock))
+    med = float(np.median(sent_clock))
+    print(row("clock tick, sent - heard - median", np.asarray(sent_clock) - med))
     print(row("clock tick, received - heard", recv_clock))
     print(row("MTC quarter frame, sent - heard", sent_qf))
+    print(row("MTC quarter frame, sent - heard - median",
+              np.asarray(sent_qf) - float(np.median(sent_qf))))
     print(row("MTC quarter frame, received - heard", recv_qf))
     print(row("MTC position (heard - decoded)", pos_err))
     ticks_expected = sum(int(args.seconds * t / 60 * 24) for t in TEMPI)
     print(f"  clock ticks sent {len(sent_clock)} (about {ticks_expected} expected), "
-          f"MIDI out thread CPU {cpu * 100:.2f} % of one core")
+          f"MIDI out thread CPU {cpu * 100:.2f} % of one core; lost in transit (JACK): "
+          f"{lost['clock']} ticks, {lost['qf']} quarter frames")
     return 0
 
 

@@ -118,6 +118,10 @@ class Daemon:
             w.stall_s = float(req["stall_ms"]) / 1000
         if "freeze" in req:
             w.freeze = bool(req["freeze"])
+        if "network" in req and self.peer is not None:
+            self.peer.network_muted = not bool(req["network"])  # a cut cable
+        if "wire" in req and self.peer is not None:
+            self.peer.simulate_wire(bool(req["wire"]))
         return {"ok": True, "state": self.status()}
 
     def status(self) -> dict:
@@ -154,20 +158,21 @@ class Daemon:
 
     def start(self) -> None:
         self.engine.start()
-        try:
-            self.server = ControlServer(
-                self.cfg.control.socket, self.handle,
-                rt_priority=max(0, self.cfg.engine.realtime_priority - 20))
-        except OSError as exc:
-            self.engine.stop()
-            raise UserError(f"cannot create the control socket {self.cfg.control.socket}: "
-                            f"{exc.strerror or exc} (set control.socket in the config)") from None
-        self.server.start()
+        # Components before the socket: when `ctl status` first answers, the daemon is whole.
         try:
             self._start_components()
         except UserError:
             self.stop()
             raise
+        try:
+            self.server = ControlServer(
+                self.cfg.control.socket, self.handle,
+                rt_priority=max(0, self.cfg.engine.realtime_priority - 20))
+        except OSError as exc:
+            self.stop()
+            raise UserError(f"cannot create the control socket {self.cfg.control.socket}: "
+                            f"{exc.strerror or exc} (set control.socket in the config)") from None
+        self.server.start()
         st = self.engine.status()
         log.info("ready: %d songs, device %s (%s), %s", len(self.cfg.songs),
                  self.cfg.device.name, st.device, st.realtime)
@@ -307,6 +312,7 @@ def run(config_path: str) -> int:
     """The daemon's life: config -> engine -> READY=1 -> watchdog/status/state ticks until
     SIGTERM -> fade out, close the device, save the state, exit 0."""
     faulthandler.enable()  # a watchdog SIGABRT leaves every thread's stack in the journal
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # on demand: kill -USR2 <pid>
     sink = setup_logging()
     notifier = systemd.Notifier()
     t0 = time.monotonic()

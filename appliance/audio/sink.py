@@ -92,6 +92,7 @@ class AlsaSink:
         for fd, events in self.pcm.polldescriptors():
             self._poll.register(fd, events)
         self._poll_ms = max(1, int(2000 * self.device.period / self.device.rate))
+        self._stall_s = max(0.1, 4 * self.buffer_frames / self.device.rate)
 
     def wait_space(self, frames: int) -> int:
         """Block (GIL released, in poll) until `frames` can be written without blocking, and
@@ -101,13 +102,18 @@ class AlsaSink:
         pcm = self.pcm
         if pcm is None:
             raise DeviceLost("device is closed")
-        for _ in range(8):
+        deadline = time.monotonic() + self._stall_s
+        while True:
             try:
                 avail = pcm.avail()
             except alsaaudio.ALSAAudioError as exc:
                 raise DeviceLost(str(exc)) from None
             if avail < 0 or avail >= frames:
                 return avail  # negative: an underrun that write() recovers and counts
+            if time.monotonic() > deadline:
+                # A card that stops taking audio without an error (a USB interface half
+                # gone, a sound server that died) would block write() for ever.
+                raise DeviceLost(f"the device took no audio for {self._stall_s * 1000:.0f} ms")
             if avail >= self.device.period:
                 # poll wakes at avail_min (one period) and stays readable above it, so wait
                 # for the rest by the clock.
@@ -121,7 +127,7 @@ class AlsaSink:
                     pcm.polldescriptors_revents(ready)
                 except (alsaaudio.ALSAAudioError, TypeError, ValueError):
                     pass
-        return avail
+
     @property
     def is_open(self) -> bool:
         return self.pcm is not None
@@ -163,8 +169,27 @@ class AlsaSink:
             return 0
         return max(0, self.buffer_frames - avail)
 
+    def drain(self, timeout_s: float = 1.0) -> None:
+        """Let what is queued play out, but never wait for ever (pyalsaaudio's own drain,
+        and its close(), block without limit on a device that stopped taking audio)."""
+        deadline = time.monotonic() + timeout_s
+        while self.pcm is not None and time.monotonic() < deadline:
+            try:
+                avail = self.pcm.avail()
+            except alsaaudio.ALSAAudioError:
+                return
+            if avail < 0 or avail >= self.buffer_frames:
+                return
+            time.sleep(self.device.period / self.device.rate)
+
     def close(self) -> None:
+        """Close at once: drop what is queued first, because pyalsaaudio's close() drains
+        and a vanished device never drains."""
         if self.pcm is not None:
+            try:
+                self.pcm.drop()
+            except alsaaudio.ALSAAudioError:
+                pass
             try:
                 self.pcm.close()
             except alsaaudio.ALSAAudioError:

@@ -486,7 +486,7 @@ class Writer(threading.Thread):
                         self.written += self.period
                 self._block.fill(0.0)
                 self.sink.write(self._conv.convert(self._block), self.period)
-                self.sink.pcm.drain()
+                self.sink.drain()
             except (DeviceLost, Exception):  # noqa: BLE001 - closing must not raise on exit
                 pass
         self.sink.close()

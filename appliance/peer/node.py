@@ -85,6 +85,7 @@ class PeerNode(threading.Thread):
         self.dac = DacClock(nominal_hz=self.rate)
         self._clk_seen = 0
         self._clk_epoch = -1
+        self._off_line = 0
         self.offsets: dict[int, OffsetEstimator] = {}
         self.lock = LockController()
         self.deduper = PressDeduper()
@@ -134,6 +135,24 @@ class PeerNode(threading.Thread):
 
     def _wire_edge(self) -> None:
         self.wire_last_edge = time.monotonic_ns()
+
+    def simulate_wire(self, on: bool) -> None:
+        """Fault injection (tests): drive our own heartbeat input like a live wire would,
+        through gpiozero's mock pin (GPIOZERO_PIN_FACTORY=mock): two units on one test
+        machine have no wire between them."""
+        self._wire_sim = on
+        if not on or self.wire_in is None:
+            return
+
+        def toggle() -> None:
+            pin = self.wire_in.pin
+            level = False
+            while self._wire_sim and self.running:
+                level = not level
+                pin.drive_high() if level else pin.drive_low()
+                time.sleep(0.005)
+
+        threading.Thread(target=toggle, name="wire-sim", daemon=True).start()
 
     def wire_alive(self, now: int) -> bool:
         return self.wire_in is not None and now - self.wire_last_edge < self.timeout_ns
@@ -277,8 +296,8 @@ class PeerNode(threading.Thread):
         elif isinstance(p, wire.Command):
             if self.roles.role == "leader":
                 action = parse_action(p.action)
-                if action is not None and self.deduper.accept(str(action), t_recv,
-                                                              f"unit {env.sender}"):
+                if action is not None and self.deduper.accept(
+                        str(action), t_recv, f"unit {env.sender}/{env.boot}", p.press_id):
                     self.act_locally(action, f"unit {env.sender}")
         elif isinstance(p, wire.Failing):
             self.roles.on_failing(env.sender, p.term, t_recv)
@@ -338,8 +357,20 @@ class PeerNode(threading.Thread):
             self._clk_epoch = w.clock_epoch
             self.dac.reset()
         rows, self._clk_seen = w.clock_samples(self._clk_seen)
+        step_ns = 0.5e9 * self.cfg.device.period / self.rate
         for frame, t in rows:
-            self.dac.add(int(frame), int(t))
+            frame, t = int(frame), int(t)
+            # A step in the line (the card or its driver lost time without an underrun we
+            # saw): several samples in a row far off the fit. Start the fit afresh rather
+            # than wait for the window to forget the old line.
+            if self.dac.ready and abs(t - self.dac.time_of(frame)) > step_ns:
+                self._off_line += 1
+                if self._off_line >= 8:
+                    self.dac.reset()
+                    self._off_line = 0
+            else:
+                self._off_line = 0
+            self.dac.add(frame, t)
 
     def _watch_health(self, now: int) -> None:
         if self.roles.role != "leader" or self.failing_reason:
@@ -367,8 +398,9 @@ class PeerNode(threading.Thread):
                 self._become_audible()
                 self.send_state()
             elif kind in ("step_down", "mute"):
-                log.warning("following unit %s (term %d)", self.roles.leader_id,
-                            self.roles.term)
+                if kind == "step_down":
+                    log.warning("following unit %s (term %d)", self.roles.leader_id,
+                                self.roles.term)
                 self._become_silent()
             elif kind == "unmute":
                 self._become_audible()

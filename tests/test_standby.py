@@ -1,0 +1,241 @@
+"""Hot standby with real daemons: two units, each on its own JACK dummy server with its own
+recorder process, peers on loopback. Judged by what the two recordings heard."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from appliance.peer import wire
+from tests.showkit import RATE, Daemon, make_show
+
+TIMEOUT_MS = 30
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pair(tmp_path, mode="unmute", seconds=(20.0, 20.0), follower_extra=""):
+    key = tmp_path / "peer.key"
+    key.write_text(wire.generate_key())
+    key.chmod(0o600)
+    pa, pb = free_port(), free_port()
+
+    def peer(role, prio, me, other, extra=""):
+        pilot = ", pilot: {output: 8}" if mode == "switcher" else ""
+        return (f"peer: {{role: {role}, priority: {prio}, listen: '127.0.0.1:{me}', "
+                f"peers: ['127.0.0.1:{other}'], key_file: {key}, timeout_ms: {TIMEOUT_MS}, "
+                f"heartbeat_ms: 3, mode: {mode}{pilot}{extra}}}\n")
+
+    a = make_show(tmp_path / "a", list(seconds), extra=peer("leader", 1, pa, pb))
+    b = make_show(tmp_path / "b", list(seconds), extra=peer("follower", 2, pb, pa,
+                                                             follower_extra))
+    return a, b, key, pb
+
+
+def status(d: Daemon) -> dict:
+    return d.ctl("status")["state"]
+
+
+def wait_for(pred, timeout=10.0, every=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(every)
+    raise AssertionError("condition not reached")
+
+
+def find_frame(audio: np.ndarray, exp: np.ndarray, song_frame: int, n: int = 32) -> int | None:
+    """Recorded index where song frame `song_frame` (and the next n) appears exactly."""
+    ref = exp[song_frame:song_frame + n]
+    for c in np.flatnonzero(audio[:, 0] == ref[0, 0]):
+        if np.array_equal(audio[c:c + n, :7], ref[:, :7]):
+            return int(c)
+    return None
+
+
+def song_frame_of(audio: np.ndarray, exp: np.ndarray, at: int, n: int = 32) -> int | None:
+    ref = audio[at:at + n, :7]
+    for c in np.flatnonzero(exp[:, 0] == ref[0, 0]):
+        if np.array_equal(exp[c:c + n, :7], ref):
+            return int(c)
+    return None
+
+
+def test_follower_locks_and_stays_aligned_with_drifting_cards(jack_audio_factory, tmp_path):
+    """Switcher mode (both units play); B's sound card runs 500 ppm fast. B's recording
+    stays on A's within well under a millisecond, frame for frame."""
+    ja = jack_audio_factory(seconds=40)
+    jb = jack_audio_factory(seconds=40, faketime="+0 x1.0005")
+    sa, sb, _key, _ = pair(tmp_path, mode="switcher")
+    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+        wait_for(lambda: status(a)["role"] == "leader", timeout=5)
+        a.ctl("play")
+        wait_for(lambda: status(b)["peer"]["locked"], timeout=8)
+        time.sleep(9.0)
+        sbs = status(b)
+    ra, rb = ja.stop(), jb.stop()
+    assert sbs["role"] == "follower" and sbs["peer"]["locked"]
+    assert 200 < sbs["peer"]["drift_ppm"] < 800  # it measured the drift it corrects (~500)
+    # the pilot tone is on A's output 8 only
+    assert np.abs(ra.audio[:, 7]).max() > 0.2 and not np.any(rb.audio[:, 7])
+    exp = sa.expected(0)
+    start_a = find_frame(ra.audio, exp, 0)
+    offsets = []
+    for k in range(6, 18):
+        # song seconds 3..8.5 every half second (locked by then); a window that holds one
+        # of B's single-frame corrections does not match exactly, so try the next few
+        base = k * RATE // 2
+        for fa in range(base, base + 2000, 97):
+            ia, ib = find_frame(ra.audio, exp, fa), find_frame(rb.audio, exp, fa)
+            if ia is not None and ib is not None:
+                offsets.append((rb.time_of_frame(ib) - ra.time_of_frame(ia)) / 1e6)
+                break
+        else:
+            raise AssertionError(f"song frame {base} not found in both recordings")
+    assert start_a is not None
+    # A harness glitch (a JACK dummy cycle run late on a loaded machine) can shift one
+    # unit for a moment until the lock catches it; the bulk must be well inside 0.25 ms.
+    good = [o for o in offsets if abs(o) < 1.0]
+    assert len(good) >= 0.8 * len(offsets), f"alignment {offsets} ms"
+    assert float(np.median(np.abs(offsets))) < 0.25, f"alignment {offsets} ms"
+
+
+def test_kill_leader_follower_continues_the_song(jack_audio_factory, tmp_path):
+    ja = jack_audio_factory(seconds=30)
+    jb = jack_audio_factory(seconds=30)
+    sa, sb, _key, _ = pair(tmp_path)
+    exp = sa.expected(0)
+    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+        wait_for(lambda: status(a)["role"] == "leader", timeout=5)
+        a.ctl("play")
+        wait_for(lambda: status(b)["peer"]["locked"], timeout=8)
+        time.sleep(1.0)
+        a.proc.kill()  # kill -9, mid-song
+        wait_for(lambda: status(b)["role"] == "leader", timeout=3)
+        time.sleep(1.0)
+        sbs = status(b)
+    ra, rb = ja.stop(), jb.stop()
+    assert sbs["state"] == "playing" and sbs["song"] == 1
+    last_a = ra.last_nonsilent()
+    first_b = rb.first_nonsilent()
+    assert last_a is not None and first_b is not None
+    gap_ms = (rb.time_of_frame(first_b) - ra.time_of_frame(last_a)) / 1e6
+    assert gap_ms < 150, f"gap {gap_ms:.1f} ms"  # sanity bound; the figure is in bench/
+    # B continues the same song where A would be: compare song frames at equal times
+    ib = first_b + 1000  # after B's fade-in
+    fb = song_frame_of(rb.audio, exp, ib)
+    # A's reference: half a second before it died (its last cycles, while the killed
+    # process's JACK client was torn down, are not timed reliably by the recorder)
+    ia = last_a - RATE // 2
+    fa = song_frame_of(ra.audio, exp, ia)
+    assert fa is not None and fb is not None, "takeover audio is not the song"
+    expected_fb = fa + (rb.time_of_frame(ib) - ra.time_of_frame(ia)) * RATE / 1e9
+    err_ms = (fb - expected_fb) / RATE * 1000
+    assert abs(err_ms) < 2.0, f"position error at takeover {err_ms:.2f} ms"
+    # and it plays on, frame for frame, for the second after
+    assert np.array_equal(rb.audio[ib:ib + RATE, :7], exp[fb:fb + RATE, :7])
+
+
+def test_leader_losing_its_device_hands_over_at_once(jack_audio_factory, tmp_path):
+    ja = jack_audio_factory(seconds=30)
+    jb = jack_audio_factory(seconds=30)
+    sa, sb, _key, _ = pair(tmp_path)
+    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+        wait_for(lambda: status(a)["role"] == "leader", timeout=5)
+        a.ctl("play")
+        wait_for(lambda: status(b)["peer"]["locked"], timeout=8)
+        ja.server.kill()  # A's sound card vanishes
+        t0 = time.monotonic()
+        wait_for(lambda: status(b)["role"] == "leader", timeout=5, every=0.005)
+        took = time.monotonic() - t0
+        sas = wait_for(lambda: (s := status(a))["role"] == "follower" and s, timeout=3)
+        time.sleep(0.5)
+        sbs = status(b)
+    rb = jb.stop()
+    assert "failing" in a.log() or "device lost" in a.log()
+    assert sas["device"] != "ok" and sas["peer"]["term"] == sbs["peer"]["term"]
+    assert sbs["state"] == "playing" and sbs["peer"]["term"] == 2
+    assert rb.last_nonsilent() is not None  # B is heard
+    assert took < 3.0
+
+
+def test_partition_with_live_heartbeat_wire_causes_no_takeover(jack_audio_factory, tmp_path):
+    ja = jack_audio_factory(seconds=30)
+    jb = jack_audio_factory(seconds=30)
+    sa, sb, _key, _ = pair(tmp_path, follower_extra=", heartbeat: {in_pin: 23}")
+    env_b = jb.environ(GPIOZERO_PIN_FACTORY="mock")
+    with Daemon(sa, ja.environ()) as a, Daemon(sb, env_b) as b:
+        wait_for(lambda: status(a)["role"] == "leader", timeout=5)
+        a.ctl("play")
+        wait_for(lambda: status(b)["peer"]["locked"], timeout=8)
+        b.ctl({"cmd": "_fault", "wire": True})     # the wire from A's audio path toggles
+        a.ctl({"cmd": "_fault", "network": False})  # and the network is cut
+        time.sleep(1.0)  # 33 heartbeat timeouts
+        mid = status(b)
+        b.ctl({"cmd": "_fault", "wire": False})    # now the wire goes quiet too
+        wait_for(lambda: status(b)["role"] == "leader", timeout=3)
+    jb.stop()
+    assert mid["role"] == "follower" and mid["peer"]["wire"] is True
+
+
+def test_forged_replayed_and_garbage_packets_change_nothing(jack_audio_factory, tmp_path):
+    ja = jack_audio_factory(seconds=30)
+    jb = jack_audio_factory(seconds=30)
+    sa, sb, key_file, port_b = pair(tmp_path)
+    key = wire.load_key(key_file)
+    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+        wait_for(lambda: status(a)["role"] == "leader", timeout=5)
+        a.ctl("play")
+        wait_for(lambda: status(b)["peer"]["locked"], timeout=8)
+        before = status(b)
+        evil = wire.State(term=99, leader=9, song=1, state=0, frame=0, t_ns=0, rate=RATE,
+                          setlist=0, flags=0)
+        forged = wire.encode(evil, sender=9, boot=1, seq=1, wall_ns=time.time_ns(),
+                             key=b"not the key, but long enough")
+        ping = wire.encode(wire.Ping(t1=1), sender=9, boot=7, seq=5, wall_ns=time.time_ns(),
+                           key=key)
+        stale = wire.encode(wire.Ping(t1=1), sender=9, boot=8, seq=1,
+                            wall_ns=time.time_ns() - 3600 * 10**9, key=key)
+        rng = np.random.default_rng(3)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for pkt in [forged, ping, ping, stale, b"", b"BTK", *(
+                    rng.integers(0, 256, rng.integers(1, 200)).astype(np.uint8).tobytes()
+                    for _ in range(200))]:
+                s.sendto(pkt, ("127.0.0.1", port_b))
+        time.sleep(0.5)
+        after = status(b)
+    dropped = after["peer"]["packets"]["dropped"]
+    assert dropped.get("hmac", 0) >= 1 and dropped.get("replay", 0) >= 1
+    assert dropped.get("stale", 0) >= 1
+    assert sum(dropped.values()) >= 203
+    assert after["role"] == "follower" and after["peer"]["term"] == before["peer"]["term"]
+    assert after["peer"]["leader"] == 1 and after["song"] == 1 and after["peer"]["locked"]
+
+
+@pytest.mark.parametrize("where", ["follower"])
+def test_press_on_follower_acts_through_leader_once(jack_audio_factory, tmp_path, where):
+    ja = jack_audio_factory(seconds=30)
+    jb = jack_audio_factory(seconds=30)
+    sa, sb, _key, _ = pair(tmp_path, seconds=(10.0, 10.0, 10.0))
+    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+        wait_for(lambda: status(a)["role"] == "leader", timeout=5)
+        r = b.ctl("play")  # pressed on the follower
+        assert r["ok"] and "leader" in r.get("message", "")
+        wait_for(lambda: status(a)["state"] == "playing", timeout=3)
+        wait_for(lambda: status(b)["state"] == "playing", timeout=3)
+        # the same physical press reaching both units (MIDI thru): one `next`, not two
+        a.ctl("next")
+        b.ctl("next")
+        time.sleep(0.5)
+        sa_ = status(a)
+        wait_for(lambda: status(b)["song"] == sa_["song"], timeout=3)
+    assert sa_["song"] == 2

@@ -344,3 +344,33 @@ def test_hold_stops_and_double_press_acts(mock_pins, inproc, jack_audio, tmp_pat
     t_end = rec.time_of_frame(end)
     assert t_hold + 0.3e9 < t_end < t_stopped + 0.2e9, (t_end - t_hold) / 1e6
     assert np.array_equal(rec.audio[at:at + RATE // 2], exp[:RATE // 2])
+
+
+def test_a_busy_pin_loses_the_footswitches_not_the_led(mock_pins):
+    from types import SimpleNamespace
+
+    from gpiozero import LED
+
+    from appliance.controls.gpio import start
+    from appliance.controls.led import StatusLed
+
+    cfg = SimpleNamespace(footswitches=(Footswitch(pin=17, press=PLAY),),
+                          led=config_mod.Led(pin=22),
+                          engine=config_mod.EngineConfig(realtime_priority=0))
+    engine = SimpleNamespace(listeners=[], writer=SimpleNamespace(periods_done=1),
+                             status=lambda: SimpleNamespace(state="cued", device="ok",
+                                                            problems=[], duration=1.0))
+    daemon = SimpleNamespace(engine=engine, role="leader", act=lambda a, s: None)
+    squatter = LED(17)                       # something else holds GPIO17
+    try:
+        controls = start(cfg, daemon)
+        try:
+            assert controls.switches is None
+            assert isinstance(controls.led, StatusLed) and controls.led.is_alive()
+        finally:
+            controls.close()
+        cfg.led = None
+        with pytest.raises(Exception, match="17"):
+            start(cfg, daemon)               # nothing started at all: the daemon logs it
+    finally:
+        squatter.close()

@@ -488,3 +488,22 @@ def test_controller_plugged_in_late_unplugged_and_back(inproc, jack_audio, tmp_p
         assert comp.input.is_alive() and comp.output.is_alive()
     finally:
         pedal.close()
+
+
+def test_no_sequencer_or_server_is_retried_quietly_never_raised(monkeypatch, caplog):
+    """`api: jack` with no JACK server (and `alsa` wherever there is no sequencer or no such
+    port): nothing connects, nothing raises, one warning, slower retries."""
+    from appliance.controls.midi import _Port
+
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", "bt-nonexistent-server")
+    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
+    port = _Port("in", "jack", "pedal", "backtrack-in")
+    assert port.poll() is False and port.midi is None
+    first_retry = port.retry_at
+    assert port.poll() is False and port.retry_at == first_retry   # not retried before then
+    port.retry_at = 0.0
+    assert port.poll() is False and port.backoff > 1.0
+    assert sum("api not available" in r.message for r in caplog.records) == 1
+    alsa = _Port("out", "alsa", "surely-no-such-port-here", "backtrack-out")
+    assert alsa.poll() is False and alsa.port_name is None
+    alsa.close()

@@ -33,6 +33,7 @@ log = logging.getLogger("backtrack.midi")
 CLIENT_IN = "backtrack-in"
 CLIENT_OUT = "backtrack-out"
 PORT_POLL_S = 1.0
+RETRY_MAX_S = 10.0      # no sequencer / JACK server: retry ever more slowly up to this
 IDLE_WAKE_S = 0.02      # sender: how often to look at the position while nothing plays
 PLAY_WAKE_S = 0.01      # ... at least this often while a song plays (a stop seen this fast)
 ARMED_WAKE_S = 0.002    # ... after a command or song start: a song's first tick on time
@@ -155,9 +156,13 @@ class _Port:
         self.port_name: str | None = None
         self._complained = False
         self.connects = 0
+        self.retry_at = 0.0
+        self.backoff = PORT_POLL_S
 
     def poll(self) -> bool:
         """Connect, reconnect or drop; True when a new connection was made."""
+        if self.midi is None and time.monotonic() < self.retry_at:
+            return False
         try:
             if self.midi is None:
                 self.midi = self._create()
@@ -168,7 +173,11 @@ class _Port:
                             self.api, exc)
                 self._complained = True
             self._drop_client()
+            # libjack prints to stderr on every failed attempt: back off, not spam the journal
+            self.retry_at = time.monotonic() + self.backoff
+            self.backoff = min(self.backoff * 2, RETRY_MAX_S)
             return False
+        self.backoff = PORT_POLL_S
         found = find_port(names, self.pattern)
         if self.port_name is not None and (found is None or found[1] != self.port_name):
             # A fresh client, not close_port/open_port: rtmidi's JACK input stops calling

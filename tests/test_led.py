@@ -103,6 +103,7 @@ def test_led_state_priorities():
     assert led_state("playing", True, False, "follower", True) == "standby"
     assert led_state("cued", True, False, "leader", True) == "ready"
     assert led_state("stopped", True, False, "leader", True) == "stopped"
+    assert led_state("cued", True, False, "starting", True) == "starting"    # peer listening
 
 
 # -- gpiozero mock pins -------------------------------------------------------------------------

@@ -77,6 +77,8 @@ def led_state(transport_state: str, device_ok: bool, problems: bool, role: str,
         return "starting"
     if not device_ok or (problems and transport_state != "stopped"):
         return "error"
+    if role == "starting":      # a peer listening for a leader before it may be heard
+        return "starting"
     if role in SILENT_ROLES:
         return "standby"
     return _TRANSPORT_TO_LED.get(transport_state, "ready")

@@ -39,7 +39,7 @@ PLAY_WAKE_S = 0.01      # ... at least this often while a song plays (a stop see
 ARMED_WAKE_S = 0.002    # ... after a command or song start: a song's first tick on time
 ARMED_S = 1.0           # how long after an engine event to look at ARMED_WAKE_S
 RT_BELOW_WRITER = 15    # FIFO priority of the MIDI threads: this far below the writer's
-SILENT_ROLES = ("follower", "standby")
+SILENT_ROLES = ("follower", "standby", "starting")  # peer roles not (yet) heard: no MIDI out
 
 # data bytes after a status byte, by high nibble (channel messages) or full byte (common)
 _CHANNEL_LEN = {0x80: 2, 0x90: 2, 0xA0: 2, 0xB0: 2, 0xC0: 1, 0xD0: 1, 0xE0: 2}

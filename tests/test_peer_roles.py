@@ -47,8 +47,10 @@ class Unit:
 class Cluster:
     """Units by id; `wire[f] = l` means follower f has a heartbeat wire from unit l."""
 
-    def __init__(self, *units: Unit, wire: dict[int, int] | None = None):
+    def __init__(self, *units: Unit, wire: dict[int, int] | None = None,
+                 follower_every_ms: int = PERIOD // MS):
         self.units = {u.id: u for u in units}
+        self.follower_every_ms = follower_every_ms
         self.t = 0
         self.cut: set[frozenset[int]] = set()
         self.wire = wire or {}
@@ -97,12 +99,12 @@ class Cluster:
         while self.t < end:
             self.t += MS
             for u in list(self.units.values()):
-                if not u.alive or (self.t // MS + 3 * u.id) % (PERIOD // MS):
+                if not u.alive:
                     continue
-                r = u.roles
-                if r.role == LEADER:
+                r, phase = u.roles, self.t // MS + 3 * u.id
+                if r.role == LEADER and phase % (PERIOD // MS) == 0:
                     self.send(u, ("state", r.term, u.failing))
-                elif r.role == FOLLOWER:
+                elif r.role == FOLLOWER and phase % self.follower_every_ms == 0:
                     self.send(u, ("follower", r.priority, r.healthy, r.term))
             for u in self.units.values():
                 if u.alive:
@@ -202,6 +204,18 @@ def test_takeover_on_timeout_by_the_highest_priority_follower_only() -> None:
     assert c.first(3, "become_leader") is None
     assert c.heard_since(1000 + TIMEOUT // MS) == {(2,)}
     assert c.overlap_ms() == 0
+
+
+def test_sparse_follower_announcements_still_give_one_successor() -> None:
+    """FOLLOWER only every 100 ms (longer than the 60 ms timeout), leader dies at
+    different phases: exactly one follower takes over, never two at once."""
+    for kill_ms in range(1000, 1100, 7):
+        c = trio(follower_every_ms=100)
+        c.run(kill_ms)
+        c.units[1].alive = False
+        c.run(kill_ms + 1000)
+        assert c.audible() == (2,), kill_ms
+        assert c.overlap_ms() == 0 and c.first(3, "become_leader") is None
 
 
 def test_staggered_takeover_when_the_first_in_line_is_gone_too() -> None:
@@ -408,7 +422,18 @@ def test_follower_table_is_bounded_and_expires() -> None:
         r.on_follower(i, 1, True, i)
     assert len(r._followers) == 64
     assert r.rank(199) == 64
-    assert r.rank(199 + TIMEOUT + 1) == 0  # all silent for a timeout: none counts
+    assert r.rank(199 + 3 * TIMEOUT) == 1  # announced at 199 ns: still live
+    assert r.rank(199 + 3 * TIMEOUT + 1) == 0  # all silent for 3 timeouts: none counts
+
+
+def test_followers_announcing_less_often_than_the_timeout_keep_their_place() -> None:
+    """FOLLOWER every 100 ms with a 60 ms timeout: B must never blink out of C's order,
+    or C would take over beside B."""
+    r = Roles(3, 2, "follower", TIMEOUT, now_ns=0)
+    for t in range(0, 2000, 100):
+        r.on_follower(2, 1, True, t * MS)
+        for dt in range(0, 100, 5):
+            assert r.rank((t + dt) * MS) == 1
 
 
 def test_bad_arguments() -> None:

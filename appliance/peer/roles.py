@@ -23,8 +23,10 @@ Rules, and why:
   of rank r waits (1 + r) x timeout after the last heartbeat (r x timeout after FAILING).
   So the first in line takes over after one timeout; its STATE with the new term reaches
   the others well before their own deadline and they follow it. If the first in line is
-  dead too, its FOLLOWER announcements stop, after a timeout it no longer counts as live,
-  the rank of the next one drops, and the next one takes over: staggered, deterministic,
+  dead too, the next one's own deadline (one timeout later) passes and it takes over (its
+  rank also drops once the dead one's announcements are `follower_live_ns` old, 3
+  timeouts by default; FOLLOWER must be announced more often than that): staggered,
+  deterministic,
   and no two followers race unless their view of who is live differs (then the equal-term
   rule below settles it within one heartbeat).
 - Equal terms, two leaders (misconfiguration, or two followers that took over together):
@@ -70,7 +72,7 @@ class Roles:
 
     def __init__(self, my_id: int, priority: int, configured: str, timeout_ns: int, *,
                  startup_ns: int | None = None, boot_grace_ns: int = 10_000_000_000,
-                 now_ns: int | None = None):
+                 follower_live_ns: int | None = None, now_ns: int | None = None):
         if configured not in (LEADER, FOLLOWER):
             raise ValueError(f"configured role must be leader or follower, not {configured!r}")
         if timeout_ns <= 0:
@@ -81,6 +83,10 @@ class Roles:
         self.timeout_ns = timeout_ns
         self.startup_ns = 3 * timeout_ns if startup_ns is None else startup_ns
         self.boot_grace_ns = boot_grace_ns
+        # how long a FOLLOWER announcement keeps its sender in the takeover order: it must
+        # comfortably exceed the announcement interval, or a live follower would blink out
+        # of the order and two followers could take over at once
+        self.follower_live_ns = 3 * timeout_ns if follower_live_ns is None else follower_live_ns
         self.role = STARTING if configured == LEADER else FOLLOWER
         self.term = 1 if configured == LEADER else 0
         self.leader_id: int | None = None
@@ -197,7 +203,7 @@ class Roles:
         mine = (not self.healthy, self.priority, self.my_id)
         n = 0
         for pid, p in self._followers.items():
-            if pid == self.leader_id or now_ns - p.last_ns > self.timeout_ns:
+            if pid == self.leader_id or now_ns - p.last_ns > self.follower_live_ns:
                 continue
             if (not p.healthy, p.priority, pid) < mine:
                 n += 1
@@ -206,7 +212,7 @@ class Roles:
     def status(self, now_ns: int) -> dict[str, object]:
         """For `backtrack ctl status`: enough to see who leads and why."""
         live = sorted(pid for pid, p in self._followers.items()
-                      if now_ns - p.last_ns <= self.timeout_ns and pid != self.leader_id)
+                      if now_ns - p.last_ns <= self.follower_live_ns and pid != self.leader_id)
         return {"role": self.role, "term": self.term, "leader": self.leader_id,
                 "audible": self.audible, "rank": self.rank(now_ns) if self.role == FOLLOWER
                 else None, "followers": live, "stale_states": self.stale_states,

@@ -199,5 +199,6 @@ def test_daemon_led_follows_the_show(mock_pins, inproc, tmp_path):  # noqa: F811
     assert_shows(pin, since - 1, steps_for("stopped", True))
     h = led.history
     assert h[0] == "starting" and h[-1] == "stopped"
+    assert d.components[0].status() == {"led": "stopped", "footswitch_last": None}
     for a, b in zip(["ready", "playing", "paused", "standby", "error"], h[1:6], strict=True):
         assert a == b, h

@@ -486,6 +486,9 @@ def test_controller_plugged_in_late_unplugged_and_back(inproc, jack_audio, tmp_p
         pedal.send(0xB0, 80, 127)
         wait_state(d, "cued", 1)
         assert comp.input.is_alive() and comp.output.is_alive()
+        st = comp.status()
+        assert st["midi_in"] == "testpedal:pedal" and st["midi_out"] is None
+        assert st["midi_in_actions"] == 2
     finally:
         pedal.close()
 

@@ -199,6 +199,14 @@ class GpioControls:
     def __init__(self, switches: Footswitches | None, led):
         self.switches, self.led = switches, led
 
+    def status(self) -> dict:
+        """For `backtrack ctl status`: the LED state shown and the last footswitch action."""
+        last = self.switches.fired[-1] if self.switches and self.switches.fired else None
+        return {
+            "led": self.led.state if self.led else None,
+            "footswitch_last": f"{last[0] + 1}: {last[1]}" if last else None,
+        }
+
     def close(self) -> None:
         for part in (self.switches, self.led):
             if part is None:

@@ -302,6 +302,7 @@ class MidiOutput(threading.Thread):
         self.armed_until = 0.0
         self.trace = trace                # benches: (kind, song, frame, ns after send)
         self.sent = 0
+        self.failing = False
         rate = self.engine.cfg.device.rate
         self.sched = SyncScheduler(rate, self._tempo, clock=mc.clock, mtc=mc.mtc,
                                    fps=mc.mtc_fps, early_ns=-int(mc.offset_ms * 1e6)
@@ -375,8 +376,11 @@ class MidiOutput(threading.Thread):
         try:
             midi.send_message(data)
         except Exception as exc:  # noqa: BLE001 - unplugged mid-send: the poll reconnects
-            log.warning("MIDI out: send failed: %s", exc)
+            if not self.failing:    # once, not 100 times a second
+                log.warning("MIDI out: send failed: %s", exc)
+            self.failing = True
             return
+        self.failing = False
         self.sent += 1
         if self.trace is not None:
             self.trace.append((kind, song, frame, time.monotonic_ns()))
@@ -393,6 +397,15 @@ class MidiControls:
 
     def __init__(self, inp: MidiInput | None, out: MidiOutput | None, engine):
         self.input, self.output, self.engine = inp, out, engine
+
+    def status(self) -> dict:
+        """For `backtrack ctl status`: which ports are connected (None: waiting for one)."""
+        return {
+            "midi_in": self.input.port.port_name if self.input else None,
+            "midi_out": self.output.port.port_name if self.output else None,
+            "midi_in_actions": self.input.handled if self.input else 0,
+            "midi_out_sent": self.output.sent if self.output else 0,
+        }
 
     def close(self) -> None:
         if self.output is not None:

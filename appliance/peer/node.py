@@ -275,13 +275,16 @@ class PeerNode(threading.Thread):
     def _handle(self, env: wire.Envelope, addr, t_recv: int) -> None:
         p = env.payload
         if isinstance(p, wire.State):
+            # A leader with another show is still a live leader: treating it as silent
+            # would make this unit take over and both would be heard. Follow nobody, stay
+            # silent, and say so (unhealthy: not a successor either).
+            self.roles.on_state(env.sender, p.term, t_recv, failing=p.failing)
             if p.setlist != self.setlist:
                 if not self.refused_setlist:
                     log.error("unit %d plays a different setlist: not following it", env.sender)
                 self.refused_setlist = True
                 return
             self.refused_setlist = False
-            self.roles.on_state(env.sender, p.term, t_recv, failing=p.failing)
             if self.roles.role != "leader" and env.sender == self.roles.leader_id:
                 self._leader_addr = addr
                 self.leader_state = p

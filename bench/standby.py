@@ -13,7 +13,6 @@ Usage: python bench/standby.py [takeover|alignment ...] [--kills 20] [--minutes 
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import tempfile
 import time
@@ -24,12 +23,8 @@ import soundfile as sf
 from common import RATE, Daemon, Show, row, start_jack_audio  # (puts the repo on sys.path)
 
 from appliance.peer import wire
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.showkit import free_port
+from tests.showkit import wait_for as showkit_wait_for
 
 
 def make_pair(folder: Path, songs: int, seconds: float, mode: str, period: int,
@@ -79,15 +74,11 @@ def status(d: Daemon) -> dict:
 
 
 def wait_for(pred, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            if pred():
-                return True
-        except (KeyError, TypeError, OSError):
-            pass
-        time.sleep(0.02)
-    return False
+    try:
+        showkit_wait_for(pred, timeout)
+    except AssertionError:
+        return False
+    return True
 
 
 class SongIndex:

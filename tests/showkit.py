@@ -152,6 +152,28 @@ def locate(audio_frames: np.ndarray, song_audio: np.ndarray) -> int | None:
     return None
 
 
+def free_port() -> int:
+    """A UDP port nobody uses on loopback now (for the peers of a two-unit test)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred, timeout: float = 10.0, every: float = 0.02):
+    """Poll `pred` until it returns something true (returned) or fail after `timeout`. A
+    daemon answering half-started (no key yet) counts as not yet."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            v = pred()
+        except (KeyError, TypeError):
+            v = None
+        if v:
+            return v
+        time.sleep(every)
+    raise AssertionError("condition not reached")
+
+
 class Daemon:
     """`backtrack run` in a subprocess with the sound card's environment."""
 

@@ -10,15 +10,9 @@ import numpy as np
 import pytest
 
 from appliance.peer import wire
-from tests.showkit import RATE, Daemon, make_show
+from tests.showkit import RATE, Daemon, free_port, make_show, wait_for
 
 TIMEOUT_MS = 30
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pair(tmp_path, mode="unmute", seconds=(20.0, 20.0), follower_extra=""):
@@ -41,16 +35,6 @@ def pair(tmp_path, mode="unmute", seconds=(20.0, 20.0), follower_extra=""):
 
 def status(d: Daemon) -> dict:
     return d.ctl("status")["state"]
-
-
-def wait_for(pred, timeout=10.0, every=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(every)
-    raise AssertionError("condition not reached")
 
 
 def find_frame(audio: np.ndarray, exp: np.ndarray, song_frame: int, n: int = 32) -> int | None:

@@ -79,6 +79,8 @@ def gear_main() -> int:
     gear.open_virtual_port("gear")
     print("ready", flush=True)
     sys.stdin.read()
+    gear.cancel_callback()  # no callback may wait for the GIL while delete() holds it
+    time.sleep(0.1)
     gear.delete()
     print(json.dumps(got), flush=True)
     return 0

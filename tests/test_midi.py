@@ -346,6 +346,8 @@ gear.set_callback(lambda ev, _d=None: got.append((ev[0], time.monotonic_ns())))
 gear.open_virtual_port("gear")
 print("ready", flush=True)
 sys.stdin.read()
+gear.cancel_callback()  # no callback may wait for the GIL while delete() holds it
+time.sleep(0.1)
 gear.delete()
 print(json.dumps(got), flush=True)
 """

@@ -180,8 +180,8 @@ class _Port:
         self.backoff = PORT_POLL_S
         found = find_port(names, self.pattern)
         if self.port_name is not None and (found is None or found[1] != self.port_name):
-            # A fresh client, not close_port/open_port: rtmidi's JACK input stops calling
-            # back after a reopen (measured with python-rtmidi 1.5.8).
+            # A fresh client, not close_port/open_port: python-rtmidi's close_port also
+            # cancels the callback, and a new client is the same code path on every API.
             log.warning("MIDI %s: port '%s' is gone", self.kind, self.port_name)
             self._drop_client()
             return self.poll()  # once: port_name is None now
@@ -211,10 +211,23 @@ class _Port:
     def _on_error(self, etype, text, _data=None) -> None:
         log.warning("MIDI %s: rtmidi: %s", self.kind, text)
 
+    def _quiesce(self) -> None:
+        """Stop callbacks before closing. rtmidi calls back from its own thread (JACK's
+        process thread with api: jack) and that call needs the GIL, while closing joins that
+        thread with the GIL held: a callback in flight would deadlock both. So: cancel the
+        callback, then sleep (releasing the GIL) so one already under way can finish."""
+        if self.kind == "in" and self.midi is not None:
+            try:
+                self.midi.cancel_callback()
+            except Exception:  # noqa: BLE001
+                log.debug("cancel_callback failed", exc_info=True)
+            time.sleep(0.05)
+
     def _close_port(self) -> None:
         self.port_name = None
         try:
             if self.midi is not None:
+                self._quiesce()
                 self.midi.close_port()
         except Exception:  # noqa: BLE001
             log.debug("close_port failed", exc_info=True)

@@ -80,7 +80,9 @@ class Decoder(threading.Thread):
                 log.exception("decoder error: %s", exc)
                 busy = False
             if not busy:
-                self.wake.wait(0.01)
+                # Seconds of read-ahead: waking 20 times a second is plenty, and each idle
+                # wake-up is Python work that competes with the writer for the GIL.
+                self.wake.wait(0.05)
                 self.wake.clear()
         for r in self.readers.values():
             r.close()
@@ -353,7 +355,7 @@ class Engine:
     def _monitor(self) -> None:
         set_thread_fifo(max(0, self.cfg.engine.realtime_priority - 20))
         while self.running:
-            time.sleep(0.01)
+            time.sleep(0.02)
             try:
                 self._drain_events()
             except Exception:  # noqa: BLE001

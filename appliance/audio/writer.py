@@ -107,7 +107,7 @@ class Writer(threading.Thread):
         self._wide_sum = np.zeros(2 * self.period, np.float32)
         self._pilot = np.zeros(self.period, np.float64)
         self._pilot_idx = np.arange(self.period, dtype=np.float64)
-        self._conv = Converter(device.format, ch, self.period)
+        self._conv = Converter(device.format, ch, self.period, count_clips=False)
         # position record (seqlock): written, queued, t_ns
         self._seq = 0
         self._pos = np.zeros(3, np.int64)

@@ -18,7 +18,7 @@ from tests.showkit import Daemon, Show  # noqa: E402
 
 RATE = 48000
 __all__ = ["JackAudio", "start_jack_audio", "Daemon", "Show", "make_set", "pct", "row",
-           "proc_cpu_s", "proc_mem_mb"]
+           "proc_cpu_s", "proc_mem_mb", "rss_without_jack_mb"]
 
 
 def make_set(folder: Path, songs: int = 1, seconds: float = 30.0, stems: int = 8,
@@ -72,6 +72,21 @@ def proc_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def rss_without_jack_mb(pid: int) -> float:
+    """RSS in MB less the JACK server's shared segment (/dev/shm/jack-*), which the virtual
+    sound card maps into every JACK client (100 MB here) and a Pi on a USB card never
+    has."""
+    total = 0
+    jack = False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and ":" not in head[0]:
+            jack = len(head) > 5 and head[5].startswith("/dev/shm/jack")
+        elif line.startswith("Rss:") and not jack:
+            total += int(head[1])
+    return total / 1024
 
 
 def proc_mem_mb(pid: int) -> tuple[float, float]:

@@ -63,8 +63,11 @@ def bench_latency(plays: int, period: int, periods: int) -> None:
     print(row("play -> first sample", lat))
 
 
-def aplay_cmd(wav: Path, pcm: str) -> list[str]:
-    return ["aplay", "-q", "-D", pcm, str(wav)]
+def aplay_cmd(wav: Path, pcm: str, period: int = 256, periods: int = 3) -> list[str]:
+    """aplay with the daemon's period and buffer (its default, a 0.5 s buffer woken 8 times
+    a second, would not be the same job)."""
+    return ["aplay", "-q", "-D", pcm, f"--period-size={period}",
+            f"--buffer-size={period * periods}", str(wav)]
 
 
 def bench_cpu(rounds: int, seconds: float) -> None:

@@ -136,8 +136,8 @@ class Footswitches(threading.Thread):
         self.logic: list[SwitchLogic] = []
         try:
             for i, fs in enumerate(switches):
-                b = Button(fs.pin, pull_up=True, bounce_time=None, hold_time=fs.hold_time,
-                           pin_factory=pin_factory)
+                # bounce and hold are SwitchLogic's: gpiozero only reports raw edges
+                b = Button(fs.pin, pull_up=True, bounce_time=None, pin_factory=pin_factory)
                 self.buttons.append(b)
                 self.logic.append(SwitchLogic(fs, pressed=bool(b.is_pressed)))
                 b.when_pressed = lambda i=i: self._edge(i, True)

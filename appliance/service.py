@@ -125,7 +125,17 @@ class Daemon:
         return {"ok": True, "state": self.status()}
 
     def status(self) -> dict:
-        return status_dict(self.engine, self.role, self.peer_health)
+        d = status_dict(self.engine, self.role, self.peer_health)
+        controls = {}
+        for comp in self.components:
+            if comp is not self.peer and hasattr(comp, "status"):
+                try:
+                    controls.update(comp.status())
+                except Exception as exc:  # noqa: BLE001 - status must always answer
+                    controls[type(comp).__name__] = f"status failed: {exc}"
+        if controls:
+            d["controls"] = controls
+        return d
 
     def _start_components(self) -> None:
         """Controls and peers are optional: each starts only when its config section exists,

@@ -285,7 +285,9 @@ def test_bouncing_press_starts_playback_once(mock_pins, inproc, jack_audio, tmp_
     time.sleep(0.1)
     bounce(pin, final_low=False, n=5)
     time.sleep(1.5)
-    assert d.status()["state"] == "playing"
+    st = d.status()
+    assert st["state"] == "playing"
+    assert st["controls"]["footswitch_last"] == "1: play_stop"  # shown in `ctl status`
     sw = d.components[0].switches
     rec = jack_audio.stop()
     assert [a for _i, a, _t in sw.fired] == [Action("play_stop")]

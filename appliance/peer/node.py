@@ -169,13 +169,19 @@ class PeerNode(threading.Thread):
                 self.sock.sendto(data, addr)
 
     def _state_payload(self) -> wire.State:
-        d, _song, frame, playing = self.engine.writer.last_segment()
+        d, seg_song, frame, playing = self.engine.writer.last_segment()
         cur = self.engine.transport.current
         t = self.dac.time_of(d) if self.dac.ready else time.monotonic_ns()
         flags = wire.FLAG_FAILING if self.failing_reason else 0
-        if cur.state != PLAYING and cur.state != PAUSED:
+        song = cur.song
+        if cur.state not in (PLAYING, PAUSED):
             frame = 0
-        return wire.State(term=self.roles.term, leader=self.id, song=cur.song,
+        elif seg_song >= 0:
+            # The song and the frame from the same segment: at a gapless song change the
+            # transport learns of the new song a moment after the writer plays it, and
+            # "song 3 at frame 100" would send every follower back to the top of song 3.
+            song = seg_song
+        return wire.State(term=self.roles.term, leader=self.id, song=song,
                           state=STATE_CODES[cur.state], frame=frame, t_ns=t, rate=self.rate,
                           setlist=self.setlist, flags=flags)
 
@@ -323,7 +329,9 @@ class PeerNode(threading.Thread):
             return  # not yet able to say where the leader is
         cur = eng.transport.current
         d, song, frame, playing = eng.writer.last_segment()
-        if cur.state != PLAYING or cur.song != st.song or song != st.song or not playing:
+        # our own song from the writer's segment, not the transport (which learns of a
+        # gapless song change a moment later)
+        if cur.state != PLAYING or song != st.song or not playing:
             self._seek(st, est, now)
             return
         if eng.writer.adjust_request or eng.writer._nhist <= eng.writer.adjust_row + 1:

@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from appliance.controls.midiclock import decode_quarter_frames  # noqa: E402
 from tests.conftest import start_jack_audio  # noqa: E402
+from tests.midigear import Gear  # noqa: E402
 from tests.showkit import RATE, find_song_start, make_show  # noqa: E402
 
 TEMPI = [120.0, 137.5, 93.0]
@@ -64,38 +65,12 @@ def thread_cpu_s(name: str) -> float:
     return float("nan")
 
 
-def gear_main() -> int:
-    """The receiving "gear": a JACK MIDI input port in a process of its own, so its
-    callback (run in JACK's process thread, needing this process's GIL) never waits for
-    the daemon's threads. Prints "ready", collects until stdin closes, prints JSON."""
-    import json
-
-    import rtmidi
-
-    got: list = []
-    gear = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="benchgear")
-    gear.ignore_types(sysex=False, timing=False, active_sense=True)
-    gear.set_callback(lambda ev, _d=None: got.append((ev[0], time.monotonic_ns())))
-    gear.open_virtual_port("gear")
-    print("ready", flush=True)
-    sys.stdin.read()
-    gear.cancel_callback()  # no callback may wait for the GIL while delete() holds it
-    time.sleep(0.1)
-    gear.delete()
-    print(json.dumps(got), flush=True)
-    return 0
-
-
 def main() -> int:
-    if sys.argv[1:] == ["--gear"]:
-        return gear_main()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--fps", type=int, default=25, choices=(24, 25, 30))
     args = ap.parse_args()
 
-    import json
-    import subprocess
 
     from appliance.config import load
     from appliance.service import Daemon
@@ -115,10 +90,7 @@ def main() -> int:
             text = text.replace(f'  - title: "Song {i + 1}"\n',
                                 f'  - title: "Song {i + 1}"\n    tempo: {tempo}\n')
         show.config.write_text(text)
-        gear = subprocess.Popen([sys.executable, __file__, "--gear"], env=ja.environ(),
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        if gear.stdout.readline().strip() != "ready":
-            raise RuntimeError("the gear process did not start")
+        gear = Gear(ja.environ(), client="benchgear")
         daemon = Daemon(load(show.config))
         daemon.start()
         comp = next(c for c in daemon.components if hasattr(c, "output"))
@@ -145,13 +117,12 @@ def main() -> int:
         cpu = (thread_cpu_s("backtrack-midi-out") - cpu0) / (time.monotonic() - t0)
         st = daemon.status()
         rec = ja.stop()
-        out, _ = gear.communicate("", timeout=10)
-        received = [(m, t) for m, t in json.loads(out)]
+        received = gear.stop()
     finally:
         if daemon is not None:
             daemon.stop()
-        if gear is not None and gear.poll() is None:
-            gear.kill()
+        if gear is not None:
+            gear.close()
         ja.close()
 
     sent_clock, recv_clock, sent_qf, recv_qf, pos_err, engine_err = [], [], [], [], [], []

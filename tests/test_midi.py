@@ -4,11 +4,8 @@ a test "gear" port receiving program changes, clock and MTC, judged against the 
 
 from __future__ import annotations
 
-import json
 import random
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -31,8 +28,10 @@ from appliance.controls.midiclock import (
     frames_per_tick,
     mtc_full_frame,
 )
+from tests.midigear import Gear
 from tests.showkit import RATE, find_song_start, make_show
-from tests.test_gpio import inproc, wait_for, wait_state  # noqa: F401 - fixture
+from tests.test_gpio import BASE, inproc, wait_for, wait_state  # noqa: F401 - fixture
+from tests.test_gpio import problems as config_error
 
 # -- parser -------------------------------------------------------------------------------------
 
@@ -106,21 +105,6 @@ def test_midi_input_survives_garbage_and_failing_actions():
 
 # -- config errors ------------------------------------------------------------------------------
 
-BASE = """\
-device: {channels: 2}
-outputs: {click: 1}
-songs:
-  - title: One
-    stems: [{file: a.wav, to: click}]
-"""
-
-
-def config_error(tmp_path: Path, extra: str) -> str:
-    p = tmp_path / "show.yaml"
-    p.write_text(BASE + extra)
-    with pytest.raises(ConfigError) as exc:
-        load(p)
-    return str(exc.value)
 
 
 def test_out_of_range_mappings_are_config_errors(tmp_path):
@@ -335,45 +319,6 @@ def midi_show(tmp_path: Path, seconds: list[float]):
                         "    midi_out: [{program: 6}]\n")
     show.config.write_text(text)
     return show
-
-
-GEAR_PROCESS = """
-import json, sys, time, rtmidi
-got = []
-gear = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="testgear")
-gear.ignore_types(sysex=False, timing=False, active_sense=True)
-gear.set_callback(lambda ev, _d=None: got.append((ev[0], time.monotonic_ns())))
-gear.open_virtual_port("gear")
-print("ready", flush=True)
-sys.stdin.read()
-gear.cancel_callback()  # no callback may wait for the GIL while delete() holds it
-time.sleep(0.1)
-gear.delete()
-print(json.dumps(got), flush=True)
-"""
-
-
-class Gear:
-    """A test JACK MIDI input port that timestamps everything it receives. In a process of
-    its own: rtmidi calls back from JACK's process thread, which must not wait for this
-    process's GIL (held by the daemon's threads in the test)."""
-
-    def __init__(self, env: dict[str, str]):
-        self.proc = subprocess.Popen([sys.executable, "-c", GEAR_PROCESS], env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout.readline().strip() == "ready"
-        self.msgs: list[tuple[list[int], int]] = []
-
-    def stop(self) -> list[tuple[list[int], int]]:
-        if self.proc.poll() is None:
-            out, _ = self.proc.communicate("", timeout=10)
-            self.msgs = [(m, t) for m, t in json.loads(out)]
-        return self.msgs
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 class Pedal:

@@ -68,7 +68,6 @@ class Decoder(threading.Thread):
         self.readers: dict[int, SongReader] = {}
         self.wake = threading.Event()
         self.running = True
-        self.errors: list[str] = []
         self.rt_priority = max(0, cfg.engine.realtime_priority - 10)
 
     def run(self) -> None:

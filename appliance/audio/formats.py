@@ -19,10 +19,6 @@ FORMAT_INFO = {
 WAV_SUBTYPE = {"S16_LE": "PCM_16", "S24_3LE": "PCM_24", "S32_LE": "PCM_32", "FLOAT_LE": "FLOAT"}
 
 
-def bytes_per_frame(fmt: str, channels: int) -> int:
-    return FORMAT_INFO[fmt][0] * channels
-
-
 class Converter:
     """Converts float32 blocks of up to `max_frames` x `channels` into device bytes.
 
@@ -103,11 +99,3 @@ class Converter:
         else:
             self._scaled(block, self._typed[:n])
         return memoryview(self._out)[:nbytes]
-
-    def for_wav(self, block: np.ndarray) -> np.ndarray:
-        """Samples for soundfile with the matching WAV subtype, so the file holds exactly the
-        device's samples (libsndfile keeps the top 24 bits of int32 for PCM_24)."""
-        q = self.quantize(block)
-        if self.bits == 24:
-            return q << 8
-        return q

@@ -15,8 +15,6 @@ FORMAT_INFO = {
     "S32_LE": (4, 32),
     "FLOAT_LE": (4, 0),
 }
-# soundfile subtype that stores each format losslessly
-WAV_SUBTYPE = {"S16_LE": "PCM_16", "S24_3LE": "PCM_24", "S32_LE": "PCM_32", "FLOAT_LE": "FLOAT"}
 
 
 class Converter:

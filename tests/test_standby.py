@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from appliance.peer import wire
-from tests.showkit import RATE, Daemon, free_port, make_show, wait_for
+from tests.showkit import RATE, Daemon, free_port, make_show, mismatches, wait_for
 
 TIMEOUT_MS = 30
 
@@ -126,7 +126,7 @@ def test_kill_leader_follower_continues_the_song(jack_audio_factory, tmp_path):
     err_ms = (fb - expected_fb) / RATE * 1000
     assert abs(err_ms) < 2.0, f"position error at takeover {err_ms:.2f} ms"
     # and it plays on, frame for frame, for the second after
-    assert np.array_equal(rb.audio[ib:ib + RATE, :7], exp[fb:fb + RATE, :7])
+    assert not mismatches(rb, exp[fb:fb + RATE], ib)
 
 
 def test_leader_losing_its_device_hands_over_at_once(jack_audio_factory, tmp_path):

@@ -36,7 +36,7 @@ from .writer import Slot, Writer
 log = logging.getLogger("backtrack.engine")
 
 NSLOTS = 5
-DECODE_BLOCK = 4096
+DECODE_BLOCK = 16384  # frames per decode step: fewer, larger NumPy calls (less Python per second)
 READY_S = 0.25        # a slot counts as ready with this much decoded (or the whole song)
 PREPARE_TIMEOUT_S = 5.0
 

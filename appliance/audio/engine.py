@@ -26,9 +26,12 @@ import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..config import Action, Config
 from ..realtime import set_thread_fifo
 from ..transport import CUED, PAUSED, PLAYING, STOPPED, State, Transport
+from .formats import FORMAT_INFO, Converter
 from .sink import AlsaSink
 from .source import SongReader
 from .writer import Slot, Writer
@@ -69,6 +72,12 @@ class Decoder(threading.Thread):
         self.wake = threading.Event()
         self.running = True
         self.rt_priority = max(0, cfg.engine.realtime_priority - 10)
+        # The mix is converted to the device format here, in big blocks, so the writer can
+        # hand most periods to ALSA straight from the ring (the device never changes on a
+        # reload, so neither does the converter).
+        dev = cfg.device
+        self._mix = np.zeros((DECODE_BLOCK, dev.channels), np.float32)
+        self._conv = Converter(dev.format, dev.channels, DECODE_BLOCK, count_clips=False)
 
     def run(self) -> None:
         set_thread_fifo(self.rt_priority)
@@ -102,8 +111,9 @@ class Decoder(threading.Thread):
             if ring.writable() < min(DECODE_BLOCK, ring.capacity // 4):
                 continue
             region = ring.write_region()
-            n = reader.read_into(region[:DECODE_BLOCK])
+            n = reader.read_into(self._mix[:min(len(region), DECODE_BLOCK)])
             if n:
+                self._conv.convert(self._mix[:n], out=region[:n])
                 ring.commit(n)
             if reader.position >= reader.frames:
                 slot.eof = True
@@ -147,7 +157,8 @@ class Engine:
         self.cfg = cfg
         dev = cfg.device
         ring_frames = max(int(cfg.engine.readahead * dev.rate), 4 * DECODE_BLOCK)
-        self.slots = [Slot(i, ring_frames, dev.channels) for i in range(NSLOTS)]
+        frame_bytes = dev.channels * FORMAT_INFO[dev.format][0]
+        self.slots = [Slot(i, ring_frames, frame_bytes) for i in range(NSLOTS)]
         fade = int(cfg.engine.fade_ms * dev.rate / 1000)
         self.writer = Writer(dev, self.slots, fade, cfg.engine.realtime_priority, sink)
         self.decoder = Decoder(cfg, self.slots, self.writer)

@@ -40,6 +40,7 @@ class Converter:
         if bits:
             scale = float(2 ** (bits - 1))
             self._scale = np.float32(scale)
+            self._inv = np.float32(1.0 / scale)
             # The largest float32 not above 2^(bits-1) - 1: for 32 bits, 2^31 - 1 rounds up to
             # 2^31 in float32, which would wrap to INT_MIN on the cast.
             self._hi = np.float32(np.nextafter(np.float32(scale), np.float32(0))
@@ -82,18 +83,46 @@ class Converter:
         n = block.shape[0]
         return self._scaled(block, self._work[:n] if not self.bits else self._ints[:n])
 
-    def convert(self, block: np.ndarray) -> memoryview:
-        """Device bytes for the block; a view into a reused buffer, valid until the next call."""
+    @property
+    def frame_bytes(self) -> int:
+        return self.channels * self.sample_bytes
+
+    def convert(self, block: np.ndarray, out: np.ndarray | None = None) -> memoryview:
+        """Device bytes for the block: into `out` (uint8, frames x frame_bytes, contiguous)
+        when given, else into a reused buffer valid until the next call."""
         n = block.shape[0]
         nbytes = n * self.channels * self.sample_bytes
+        dst_np = self._out_np[:nbytes] if out is None else out.reshape(-1)
         if self.sample_bytes == 3:
             q = self.quantize(block)
             # Low three bytes of each little-endian int32, one byte column at a time: about
             # 6x faster than copying 3-byte rows (numpy copies those item by item).
-            dst = self._out_np[:nbytes].reshape(n * self.channels, 3)
+            dst = dst_np.reshape(n * self.channels, 3)
             src = q.reshape(-1).view(np.uint8).reshape(-1, 4)
             for i in range(3):
                 dst[:, i] = src[:, i]
-        else:
+        elif out is None:
             self._scaled(block, self._typed[:n])
-        return memoryview(self._out)[:nbytes]
+        else:
+            self._scaled(block, dst_np.view(self._typed.dtype).reshape(n, self.channels))
+        return memoryview(self._out)[:nbytes] if out is None else memoryview(dst_np)
+
+    def dequantize(self, raw: np.ndarray, out: np.ndarray) -> None:
+        """Device bytes (uint8, frames x frame_bytes, contiguous) back to float32 frames in
+        `out`: the exact inverse of `convert` for every value it produces (a power-of-two
+        scale), so a period the writer has to touch (a fade, a frame correction) keeps the
+        untouched frames bit for bit."""
+        n = raw.shape[0]
+        if self.sample_bytes == 3:
+            m = n * self.channels
+            ints = self._ints.reshape(-1)[:m]
+            wide = ints.view(np.uint8).reshape(m, 4)
+            wide[:, 0] = 0
+            wide[:, 1:] = raw.reshape(m, 3)
+            np.right_shift(ints, 8, out=ints)  # arithmetic: the sign comes back
+            np.multiply(ints.reshape(n, self.channels), self._inv, out=out)
+        elif not self.bits:
+            np.copyto(out, raw.reshape(-1).view(np.float32).reshape(n, self.channels))
+        else:
+            typed = raw.reshape(-1).view(self._typed.dtype).reshape(n, self.channels)
+            np.multiply(typed, self._inv, out=out)

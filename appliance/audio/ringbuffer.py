@@ -1,4 +1,8 @@
-"""Single-producer single-consumer ring of float32 frames, allocated once.
+"""Single-producer single-consumer ring of device-format frames, allocated once.
+
+It holds the bytes the sound card takes (the decode thread converts in big blocks), so the
+writer hands most periods to ALSA straight from the ring: no per-period mixing or format
+conversion in the real-time thread.
 
 The decode thread writes, the writer thread reads; each side only ever advances its own
 counter (`written` / `read`, monotonic frame counts), so no lock is needed: under CPython an
@@ -11,10 +15,10 @@ import numpy as np
 
 
 class Ring:
-    def __init__(self, frames: int, channels: int):
+    def __init__(self, frames: int, frame_bytes: int):
         self.capacity = frames
-        self.channels = channels
-        self.buf = np.zeros((frames, channels), np.float32)
+        self.frame_bytes = frame_bytes
+        self.buf = np.zeros((frames, frame_bytes), np.uint8)
         self.written = 0  # producer's counter
         self.read = 0     # consumer's counter
 
@@ -42,6 +46,18 @@ class Ring:
         if first < n:
             np.copyto(out[first:n], self.buf[:n - first])
         self.read += n
+
+    def peek(self, n: int, scratch: np.ndarray) -> np.ndarray:
+        """The next n frames (n <= readable()) without consuming them: a view into the ring,
+        or a copy in `scratch` where they wrap. Valid until `skip(n)`, which the caller does
+        once it is done with them (the producer may overwrite them from then on)."""
+        start = self.read % self.capacity
+        if start + n <= self.capacity:
+            return self.buf[start:start + n]
+        first = self.capacity - start
+        np.copyto(scratch[:first], self.buf[start:])
+        np.copyto(scratch[first:n], self.buf[:n - first])
+        return scratch[:n]
 
     def skip(self, n: int) -> None:
         """Consume n frames (n <= readable()) without reading them."""

@@ -132,7 +132,7 @@ class AlsaSink:
     def is_open(self) -> bool:
         return self.pcm is not None
 
-    def write(self, data: memoryview, frames: int) -> None:
+    def write(self, data, frames: int) -> None:
         """Hand one block to ALSA, blocking while the buffer is full. An underrun is
         counted and the same data written again (it was not taken)."""
         pcm = self.pcm

@@ -32,9 +32,9 @@ class Slot:
     only plays a slot a command names, and the control side never retargets a slot the
     writer may still be reading (see Engine._busy)."""
 
-    def __init__(self, index: int, frames: int, channels: int):
+    def __init__(self, index: int, frames: int, frame_bytes: int):
         self.index = index
-        self.ring = Ring(frames, channels)
+        self.ring = Ring(frames, frame_bytes)
         self.want: tuple[int, int, int] | None = None  # (song, frame, generation)
         self.have: tuple[int, int, int] | None = None
         self.song = -1
@@ -107,7 +107,14 @@ class Writer(threading.Thread):
         self._wide_sum = np.zeros(2 * self.period, np.float32)
         self._pilot = np.zeros(self.period, np.float64)
         self._pilot_idx = np.arange(self.period, dtype=np.float64)
-        self._conv = Converter(device.format, ch, self.period, count_clips=False)
+        self._conv = Converter(device.format, ch, 2 * self.period, count_clips=False)
+        # Rings hold device bytes: a plain period goes to ALSA straight from the ring; only
+        # a period the writer changes (fade, mute ramp, frame correction, pilot tone) is
+        # brought back to float, worked on and converted again (see _render_period).
+        fb = self._conv.frame_bytes
+        self._raw = np.zeros((2 * self.period, fb), np.uint8)
+        self._silence = np.zeros((self.period, fb), np.uint8)  # zero is silence in every format
+        self._held: Ring | None = None  # ring whose next period is being written from
         # position record (seqlock): written, queued, t_ns
         self._seq = 0
         self._pos = np.zeros(3, np.int64)
@@ -180,9 +187,9 @@ class Writer(threading.Thread):
                     t_space = time.monotonic_ns()
                     queued = self.sink.buffer_frames - avail if avail >= 0 else 0
                     self._clock_sample(self.written - queued, t_space)
-                    self._render_period()
+                    data = self._render_period()
                     under = self.sink.underruns
-                    self.sink.write(self._conv.convert(self._block), self.period)
+                    self.sink.write(data, self.period)
                     if self.sink.underruns != under:
                         self.clock_epoch += 1
                 except DeviceLost as exc:
@@ -208,6 +215,7 @@ class Writer(threading.Thread):
                     next_reopen = time.monotonic() + REOPEN_EVERY_S
                     if self._open_device():
                         self.events.append(("device_back", ""))
+            self._release_held()
             self.written += self.period
             self.periods_done += 1
             self._publish(queued + self.period)
@@ -344,12 +352,42 @@ class Writer(threading.Thread):
         else:
             self._release(offset)
 
-    def _render_period(self) -> None:
-        block = self._block
-        block.fill(0.0)
+    def _render_period(self) -> np.ndarray | memoryview:
+        """The device bytes of the next period. The common case (playing or silent, nothing
+        changing) is a view of the ring or of silence, with no mixing or conversion here: the
+        ring's frames are consumed by `_release_held` once ALSA has taken them."""
         if self.commands:
             self._apply_commands()
         self._segment(0)
+        if not self._fade and not self.adjust_request \
+                and not (self.pilot_on and self.pilot_channel >= 0) \
+                and self._mute_pos == (0 if self.muted else self.fade_frames):
+            slot = self.active
+            if slot is None or self.paused:
+                return self._silence
+            ring = slot.ring
+            if ring.readable() >= self.period:
+                self._held = ring
+                return self._silence if self.muted else ring.peek(self.period, self._raw)
+        self._render_block()
+        return self._conv.convert(self._block)
+
+    def _release_held(self) -> None:
+        ring = self._held
+        if ring is not None:
+            self._held = None
+            ring.skip(self.period)
+
+    def _read_float(self, ring: Ring, out: np.ndarray, n: int) -> None:
+        """Consume n frames of the ring into out[:n] as float."""
+        raw = self._raw[:n]
+        ring.read_into(raw, n)
+        self._conv.dequantize(raw, out[:n])
+
+    def _render_block(self) -> None:
+        """A period the writer changes, in float in `_block`: commands already applied."""
+        block = self._block
+        block.fill(0.0)
         period = self.period
         done = 0
         guard = 0
@@ -376,7 +414,7 @@ class Writer(threading.Thread):
                 self._read_adjusted(slot, block)
                 done = period
                 continue
-            slot.ring.read_into(block[done:], n)
+            self._read_float(slot.ring, block[done:], n)
             if self._fade:
                 ramp = self._ramp_down if self._fade == -1 else self._ramp_up
                 seg = block[done:done + n]
@@ -408,18 +446,18 @@ class Writer(threading.Thread):
             if k > 0:
                 n = min(k, slot.ring.readable() - period)
                 slot.ring.skip(n)
-                slot.ring.read_into(block, period)
+                self._read_float(slot.ring, block, period)
             else:
                 n = max(k, -period)
                 block[:-n] = 0.0
                 if n > -period:
-                    slot.ring.read_into(block[-n:], period + n)
+                    self._read_float(slot.ring, block[-n:], period + n)
             self.adjust_request = k - n
             self.adjusted += n
             return
         wide = self._wide
         m = period + k  # frames to take from the ring
-        slot.ring.read_into(wide, m)
+        self._read_float(slot.ring, wide, m)
         w = self._wide_abs[:m]
         np.abs(wide[:m], out=w)
         sums = self._wide_sum[:m]
@@ -481,11 +519,10 @@ class Writer(threading.Thread):
                 if self.active is not None and not self.paused:
                     self._begin_fade_out(("halt",))
                     for _ in range(self.fade_frames // self.period + 2):
-                        self._render_period()
-                        self.sink.write(self._conv.convert(self._block), self.period)
+                        self.sink.write(self._render_period(), self.period)
+                        self._release_held()
                         self.written += self.period
-                self._block.fill(0.0)
-                self.sink.write(self._conv.convert(self._block), self.period)
+                self.sink.write(self._silence, self.period)
                 self.sink.drain()
             except (DeviceLost, Exception):  # noqa: BLE001 - closing must not raise on exit
                 pass

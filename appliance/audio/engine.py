@@ -42,6 +42,8 @@ NSLOTS = 5
 DECODE_BLOCK = 16384  # frames per decode step: fewer, larger NumPy calls (less Python per second)
 READY_S = 0.25        # a slot counts as ready with this much decoded (or the whole song)
 PREPARE_TIMEOUT_S = 5.0
+MONITOR_BACKSTOP_S = 0.5  # the monitor wakes on the writer's news; this is only a backstop
+DECODER_MAX_SLEEP_S = 0.25  # far less than a ring (>= 4 decode steps, 1.4 s at 48 kHz)
 
 
 @dataclass
@@ -88,12 +90,21 @@ class Decoder(threading.Thread):
                 log.exception("decoder error: %s", exc)
                 busy = False
             if not busy:
-                # Seconds of read-ahead: waking 20 times a second is plenty, and each idle
-                # wake-up is Python work that competes with the writer for the GIL.
-                self.wake.wait(0.05)
+                # Sleep until the playing ring has room for a whole decode step (or a
+                # command wakes us): every idle wake-up is Python work competing with the
+                # writer, and the ring holds seconds.
+                self.wake.wait(self._idle_sleep())
                 self.wake.clear()
         for r in self.readers.values():
             r.close()
+
+    def _idle_sleep(self) -> float:
+        active = self.writer.active_index
+        if active < 0:
+            return DECODER_MAX_SLEEP_S
+        ring = self.slots[active].ring
+        short = min(DECODE_BLOCK, ring.capacity // 4) - ring.writable()
+        return min(DECODER_MAX_SLEEP_S, max(0.005, short / self.cfg.device.rate))
 
     def _step(self) -> bool:
         active = self.writer.active_index
@@ -365,7 +376,8 @@ class Engine:
     def _monitor(self) -> None:
         set_thread_fifo(max(0, self.cfg.engine.realtime_priority - 20))
         while self.running:
-            time.sleep(0.02)
+            # The writer wakes this thread when it has news; the timeout is only a backstop.
+            self.writer.wait_news(MONITOR_BACKSTOP_S)
             try:
                 self._drain_events()
             except Exception:  # noqa: BLE001

@@ -91,8 +91,10 @@ class AlsaSink:
         self._poll = select.poll()
         for fd, events in self.pcm.polldescriptors():
             self._poll.register(fd, events)
-        self._poll_ms = max(1, int(2000 * self.device.period / self.device.rate))
         self._stall_s = max(0.1, 4 * self.buffer_frames / self.device.rate)
+        # Wait in poll up to the stall limit: a short timeout only re-arms a kernel timer
+        # every period (at real-time priority that is a reprogrammed timer each time).
+        self._poll_ms = int(self._stall_s * 1000) + 1
 
     def wait_space(self, frames: int) -> int:
         """Block (GIL released, in poll) until `frames` can be written without blocking, and

@@ -10,6 +10,8 @@ read-ahead never add latency.
 
 from __future__ import annotations
 
+import os
+import select
 import threading
 import time
 from collections import deque
@@ -66,6 +68,12 @@ class Writer(threading.Thread):
         self.rt_status = "not started"
         self.commands: deque = deque()
         self.events: deque = deque()
+        # Wakes the monitor when there is news (an event, an underrun), so it can sleep
+        # instead of polling: a non-blocking pipe write never waits, and if the pipe were
+        # ever full the monitor has news to read anyway.
+        self._news_r, self._news_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._news_poll = select.poll()
+        self._news_poll.register(self._news_r, select.POLLIN)
         self.acked = 0
         self.running = True
         self.active: Slot | None = None
@@ -115,16 +123,17 @@ class Writer(threading.Thread):
         self._raw = np.zeros((2 * self.period, fb), np.uint8)
         self._silence = np.zeros((self.period, fb), np.uint8)  # zero is silence in every format
         self._held: Ring | None = None  # ring whose next period is being written from
-        # position record (seqlock): written, queued, t_ns
-        self._seq = 0
-        self._pos = np.zeros(3, np.int64)
-        # segments: dev frame, song, song frame, playing(1/0)
-        self._hist = np.zeros((HISTORY, 4), np.int64)
-        self._hist[:, 1] = -1
+        # What the writer publishes is kept in tuples: replacing one is a single atomic store
+        # under the GIL, so readers need no lock and no seqlock, and it is cheaper per
+        # period than item stores into NumPy arrays.
+        # position record: (written, queued, t_ns)
+        self._pos = (0, 0, 0)
+        # segments: (dev frame, song, song frame, playing 1/0), one per period at least
+        self._hist: list[tuple[int, int, int, int]] = [(0, -1, 0, 0)] * HISTORY
         self._nhist = 0
         # DAC clock samples: (device frame at the DAC, monotonic ns) once per period, taken
         # when the device frees a period; a DacClock fits a line through their lower envelope.
-        self._clk = np.zeros((HISTORY, 2), np.int64)
+        self._clk: list[tuple[int, int]] = [(0, 0)] * HISTORY
         self._nclk = 0
         self.clock_epoch = 0  # bumped when the line jumps (underrun, device reopened)
 
@@ -137,38 +146,51 @@ class Writer(threading.Thread):
 
     def dac_position(self) -> tuple[int, int, int]:
         """(device frame reaching the DAC at t_ns, t_ns, frames queued), consistent."""
-        while True:
-            s1 = self._seq
-            written, queued, t_ns = int(self._pos[0]), int(self._pos[1]), int(self._pos[2])
-            if s1 == self._seq and not s1 & 1:
-                return written - queued, t_ns, queued
+        written, queued, t_ns = self._pos
+        return written - queued, t_ns, queued
 
     def last_segment(self) -> tuple[int, int, int, bool]:
         """(device frame, song, song frame, playing) of the newest segment row: a pair that
         is exact, unlike anything read from the slot while the writer runs."""
-        while True:
-            n = self._nhist
-            if n == 0:
-                return 0, -1, 0, False
-            row = self._hist[(n - 1) % HISTORY]
-            d, song, frame, playing = int(row[0]), int(row[1]), int(row[2]), bool(row[3])
-            if self._nhist == n:
-                return d, song, frame, playing
+        n = self._nhist
+        if n == 0:
+            return 0, -1, 0, False
+        d, song, frame, playing = self._hist[(n - 1) % HISTORY]
+        return d, song, frame, bool(playing)
 
     def song_at(self, dev_frame: int) -> tuple[int, int, bool]:
         """(song, song frame, playing) of the given device frame, from the segment history."""
         n = self._nhist
-        for k in range(n - 1, max(-1, n - HISTORY), -1):
-            row = self._hist[k % HISTORY]
-            if row[0] <= dev_frame:
-                song, frame, playing = int(row[1]), int(row[2]), bool(row[3])
+        hist = self._hist
+        for k in range(n - 1, max(-1, n - HISTORY + 1), -1):
+            d, song, frame, playing = hist[k % HISTORY]
+            if d <= dev_frame:
                 if playing:
-                    frame += dev_frame - int(row[0])
-                return song, frame, playing
+                    frame += dev_frame - d
+                return song, frame, bool(playing)
         return -1, 0, False
 
     def stop(self) -> None:
         self.running = False
+
+    def wait_news(self, timeout_s: float) -> None:
+        """Block until the writer has news (events, an underrun) or the timeout passes."""
+        if self._news_poll.poll(int(timeout_s * 1000)):
+            try:
+                os.read(self._news_r, 4096)
+            except BlockingIOError:
+                pass
+
+    # ---- news for the monitor (from the writer thread) -------------------------------------
+    def _emit(self, event: tuple) -> None:
+        self.events.append(event)
+        self._news()
+
+    def _news(self) -> None:
+        try:
+            os.write(self._news_w, b"!")
+        except BlockingIOError:
+            pass  # full: the monitor has a backlog of news to read already
 
     # ---- the thread -----------------------------------------------------------------------
     def run(self) -> None:
@@ -186,17 +208,19 @@ class Writer(threading.Thread):
                     avail = self.sink.wait_space(self._space_wanted())
                     t_space = time.monotonic_ns()
                     queued = self.sink.buffer_frames - avail if avail >= 0 else 0
-                    self._clock_sample(self.written - queued, t_space)
+                    self._clk[self._nclk % HISTORY] = (self.written - queued, t_space)
+                    self._nclk += 1
                     data = self._render_period()
                     under = self.sink.underruns
                     self.sink.write(data, self.period)
                     if self.sink.underruns != under:
                         self.clock_epoch += 1
+                        self._news()
                 except DeviceLost as exc:
                     self.sink.close()
                     self.device_ok = False
                     self.device_error = f"device lost: {exc}"
-                    self.events.append(("device_lost", self.device_error))
+                    self._emit(("device_lost", self.device_error))
                     queued = 0
                     due = time.monotonic()
                     next_reopen = due + REOPEN_EVERY_S
@@ -214,7 +238,7 @@ class Writer(threading.Thread):
                 if time.monotonic() >= next_reopen:
                     next_reopen = time.monotonic() + REOPEN_EVERY_S
                     if self._open_device():
-                        self.events.append(("device_back", ""))
+                        self._emit(("device_back", ""))
             self._release_held()
             self.written += self.period
             self.periods_done += 1
@@ -240,12 +264,9 @@ class Writer(threading.Thread):
         return True
 
     def _publish(self, queued: int) -> None:
-        self._seq += 1
-        self._pos[0] = self.written
-        self._pos[1] = queued
-        self._pos[2] = time.monotonic_ns()
-        self._seq += 1
-        self.last_progress_ns = self._pos[2]
+        t_ns = time.monotonic_ns()
+        self._pos = (self.written, queued, t_ns)
+        self.last_progress_ns = t_ns
 
     def _space_wanted(self) -> int:
         """While idle (nothing playing, no command waiting) keep one period less queued:
@@ -256,32 +277,19 @@ class Writer(threading.Thread):
             return 2 * self.period
         return self.period
 
-    def _clock_sample(self, dac_frame: int, t_ns: int) -> None:
-        row = self._clk[self._nclk % HISTORY]
-        row[0] = dac_frame
-        row[1] = t_ns
-        self._nclk += 1
-
-    def clock_samples(self, since: int) -> tuple[np.ndarray, int]:
-        """Samples recorded after counter `since` (at most HISTORY), and the new counter."""
+    def clock_samples(self, since: int) -> tuple[list[tuple[int, int]], int]:
+        """Samples recorded after counter `since` (at most HISTORY - 8: the writer may be
+        replacing the oldest meanwhile), and the new counter."""
         n = self._nclk
-        k = max(since, n - HISTORY + 8)
-        idx = np.arange(k, n) % HISTORY
-        return self._clk[idx].copy(), n
+        clk = self._clk
+        return [clk[k % HISTORY] for k in range(max(since, n - HISTORY + 8), n)], n
 
     def _segment(self, offset: int) -> None:
         """Note which song frame the device frame `written + offset` carries from now on."""
-        row = self._hist[self._nhist % HISTORY]
         a = self.active
-        row[0] = self.written + offset
-        if a is None:
-            row[1] = -1
-            row[2] = 0
-            row[3] = 0
-        else:
-            row[1] = a.song
-            row[2] = a.position
-            row[3] = 0 if self.paused else 1
+        self._hist[self._nhist % HISTORY] = (
+            (self.written + offset, -1, 0, 0) if a is None
+            else (self.written + offset, a.song, a.position, 0 if self.paused else 1))
         self._nhist += 1
 
     # ---- one period ------------------------------------------------------------------------
@@ -507,10 +515,10 @@ class Writer(threading.Thread):
         if nxt is not None and nxt.have == nxt.want and nxt.have is not None:
             self._fade = 0
             self._switch(nxt, False, offset)
-            self.events.append(("ended", slot.song, nxt.index))
+            self._emit(("ended", slot.song, nxt.index))
         else:
             self._release(offset)
-            self.events.append(("ended", slot.song, -1))
+            self._emit(("ended", slot.song, -1))
 
     def _fade_out_and_close(self) -> None:
         """Shutdown: one fade, then a period of silence so the last sample is not a click."""

@@ -116,6 +116,7 @@ class EngineConfig:
     realtime_priority: int = 70     # SCHED_FIFO priority of the writer thread; 0 = do not ask
     fade_ms: float = 5.0            # stop/pause fade length
     cache_dir: Path | None = None   # resampled stems; default: .backtrack-cache beside the config
+    writer_cpu: str | int = "auto"  # CPU the writer is pinned to: "auto" (the last), "none", N
 
 
 @dataclass(frozen=True)
@@ -412,7 +413,8 @@ def _midi_out(r: NodeReader, node: yaml.Node | None, key: str) -> tuple[MidiMess
 
 
 def _engine(r: NodeReader, node: yaml.Node | None, base: Path) -> EngineConfig:
-    e = r.mapping(node, "engine", ("readahead", "realtime_priority", "fade_ms", "cache_dir"))
+    e = r.mapping(node, "engine", ("readahead", "realtime_priority", "fade_ms", "cache_dir",
+                                   "writer_cpu"))
     if not e:
         return EngineConfig()
     d = EngineConfig()
@@ -425,7 +427,21 @@ def _engine(r: NodeReader, node: yaml.Node | None, base: Path) -> EngineConfig:
         fade_ms=r.number(e.get("fade_ms"), "engine.fade_ms", 0.5, 10, default=d.fade_ms)
         or d.fade_ms,
         cache_dir=_resolve(base, cache) if cache else None,
+        writer_cpu=_writer_cpu(r, e.get("writer_cpu"), d.writer_cpu),
     )
+
+
+def _writer_cpu(r: NodeReader, node: yaml.Node | None, default: str | int) -> str | int:
+    if node is None:
+        return default
+    if isinstance(node, yaml.ScalarNode) and node.value in ("auto", "none"):
+        return node.value
+    if isinstance(node, yaml.ScalarNode) and node.value.isdigit():
+        return r.integer(node, "engine.writer_cpu", 0, 1023, default=default) or 0
+    got = node.value if isinstance(node, yaml.ScalarNode) else f"a {node.id}"
+    r.error(node, "engine.writer_cpu", f"expected auto, none or a CPU number (0, 1, ...), "
+                                       f"got {got}")
+    return default
 
 
 def _control(r: NodeReader, node: yaml.Node | None) -> ControlConfig:

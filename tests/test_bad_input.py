@@ -184,6 +184,8 @@ CASES = [
     Case("midi-program-zero", lambda d: BASE.replace(
         "    after: next\n", "    after: next\n    midi_out: [{program: 0}]\n"),
          ("show.yaml:15", "songs[0].midi_out[0].program", "1 to 128")),
+    Case("writer-cpu-word", lambda d: BASE + "engine: {writer_cpu: fast}\n",
+         ("show.yaml:18", "engine.writer_cpu", "auto, none or a CPU number", "got fast")),
     Case("pin-used-twice", lambda d: BASE + "footswitches:\n  - {pin: 22, press: next}\n"
          "led: {pin: 22}\n",
          ("show.yaml:20", "led.pin", "GPIO22 is already used by footswitches[0].pin")),

@@ -201,3 +201,15 @@ def test_goto_beyond_the_setlist(tmp_path):
     (p,) = problems_of(write(tmp_path, text))
     assert p.key == "footswitches[0].press" and p.line == 10
     assert "songs are numbered 1 to 1" in p.message
+
+
+
+def test_writer_cpu_accepts_auto_none_and_a_number(tmp_path):
+    assert load(EXAMPLE).engine.writer_cpu == "auto"
+    for text, want in (("auto", "auto"), ("none", "none"), ("1", 1), ("0", 0)):
+        path = write(tmp_path, MINIMAL.format(file="click.wav")
+                     + f"engine: {{writer_cpu: {text}}}\n")
+        assert load(path).engine.writer_cpu == want
+    bad = problems_of(write(tmp_path, MINIMAL.format(file="click.wav")
+                            + "engine: {writer_cpu: -1}\n"))
+    assert any("engine.writer_cpu" in str(p) for p in bad)

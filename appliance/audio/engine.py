@@ -171,7 +171,8 @@ class Engine:
         frame_bytes = dev.channels * FORMAT_INFO[dev.format][0]
         self.slots = [Slot(i, ring_frames, frame_bytes) for i in range(NSLOTS)]
         fade = int(cfg.engine.fade_ms * dev.rate / 1000)
-        self.writer = Writer(dev, self.slots, fade, cfg.engine.realtime_priority, sink)
+        self.writer = Writer(dev, self.slots, fade, cfg.engine.realtime_priority, sink,
+                             cfg.engine.writer_cpu)
         self.decoder = Decoder(cfg, self.slots, self.writer)
         self.transport = Transport(len(cfg.songs), [s.after for s in cfg.songs])
         self.lock = threading.RLock()

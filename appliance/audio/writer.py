@@ -1,11 +1,13 @@
-"""The real-time writer thread: ring -> fades -> device format -> ALSA, one period at a time.
+"""The real-time writer thread: ring (device bytes) -> ALSA, one period at a time.
 
 Rules for this file (the underrun benchmark checks them): no logging, no disk, no locks, no
 per-period buffer allocation. Commands arrive in a deque (append/popleft are atomic), and
-everything the writer tells the rest of the program goes out through a deque of events and
-a seqlock-protected position record. Commands take effect at the next period edge: the
-writer switches between rings the decode thread has already filled, so the seconds of
-read-ahead never add latency.
+everything the writer tells the rest of the program goes out through a deque of events,
+tuples replaced whole (position, segments, clock samples) and a byte on a non-blocking pipe
+that wakes the monitor. Commands take effect at the next period edge: the writer switches
+between rings the decode thread has already filled, so the seconds of read-ahead never add
+latency. A plain period is written straight from the ring; only periods the writer changes
+(fades, mute ramps, frame corrections, the pilot tone) are worked on in float.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections import deque
 import numpy as np
 
 from ..config import Device
-from ..realtime import set_thread_fifo
+from ..realtime import pin_thread, set_thread_fifo
 from .formats import Converter
 from .ringbuffer import Ring
 from .sink import AlsaSink, DeviceError, DeviceLost
@@ -58,13 +60,15 @@ class Slot:
 
 class Writer(threading.Thread):
     def __init__(self, device: Device, slots: list[Slot], fade_frames: int,
-                 rt_priority: int = 0, sink: AlsaSink | None = None):
+                 rt_priority: int = 0, sink: AlsaSink | None = None,
+                 cpu: str | int = "none"):
         super().__init__(name="backtrack-writer", daemon=True)
         self.device = device
         self.slots = slots
         self.period = device.period
         self.sink = sink or AlsaSink(device)
         self.rt_priority = rt_priority
+        self.cpu = cpu
         self.rt_status = "not started"
         self.commands: deque = deque()
         self.events: deque = deque()
@@ -249,7 +253,10 @@ class Writer(threading.Thread):
         self._fade_out_and_close()
 
     def _ask_realtime(self) -> None:
-        self.rt_status = set_thread_fifo(self.rt_priority)
+        # Before the device is opened: threads the ALSA plugin starts inherit both.
+        status = set_thread_fifo(self.rt_priority)
+        pinned = pin_thread(self.cpu)
+        self.rt_status = f"{status}, {pinned}" if pinned else status
 
     def _open_device(self) -> bool:
         try:

@@ -400,3 +400,42 @@ def test_step_after_lock_jumps_once_two_measurements_agree() -> None:
         t += 5_333_333
         assert lc.update(-0.2, t) == 0
     assert lc.jumps == 1 and abs(lc.error or 0) < 0.5
+
+
+def test_dac_rebase_keeps_the_rate_and_is_ready_from_the_next_sample() -> None:
+    """A step in the line (the card lost 3 ms, its rate unchanged): after `rebase` one
+    sample gives the new line, on the old measured rate, to within a frame."""
+    dc = DacClock(400, min_samples=16)
+    rate, _ = run_dac(dc, ppm=500, jitter_ns=20e3, n=400, seed=4)
+    dc.rebase()
+    assert not dc.samples
+    step = 3_000_000
+    f = F0 + 400 * 256
+    dc.add(f, int(T0 + (f - F0) * 1e9 / rate) + step)
+    assert dc.ready
+    for ff in (f, f + 48000):  # now and a second ahead
+        true = T0 + (ff - F0) * 1e9 / rate + step
+        assert abs(dc.time_of(ff) - true) * rate / 1e9 < 1.0
+    # a plain reset knows nothing until min_samples
+    dc.reset()
+    dc.add(f, T0)
+    assert not dc.ready
+
+
+def test_lock_jumps_a_medium_error_at_once_only_when_not_heard() -> None:
+    lc = LockController()
+    t = 0
+    for _ in range(20):
+        t += 5_333_333
+        assert lc.update(0.0, t) == 0
+    t += 5_333_333
+    assert lc.update(-30.0, t) == 0   # one reading is not believed
+    t += 5_333_333
+    assert lc.update(-30.0, t) == 30  # confirmed: 30 frames in one jump while muted
+    lc2 = LockController()
+    t = 0
+    for _ in range(20):
+        t += 5_333_333
+        lc2.update(0.0, t, audible=True)
+    moves = [lc2.update(-30.0, t + k * 5_333_333, audible=True) for k in range(1, 4)]
+    assert max(moves) <= 1  # heard: single frames only

@@ -233,7 +233,7 @@ class DacClock:
     on a query, at most every `refit_every` samples or at once when a new sample falls
     below the current line (the envelope moved down). After an underrun, a device reopen or
     a seek of the device frame counter the line jumps: call `reset()` (a sample whose frame
-    or time goes backwards resets by itself).
+    or time goes backwards resets by itself), or `rebase()` when only the offset stepped.
 
     `frame` may use any fixed origin (e.g. frames written minus the buffer size): a
     constant latency only shifts the line, so the caller adds it where it knows it.
@@ -256,7 +256,21 @@ class DacClock:
         self._pts: deque[tuple[int, int]] = deque(maxlen=self.window)  # (frame-f0, t-t0)
         self._fit: tuple[int, int, float, float] | None = None  # x_ref, y_ref, a, b (ns/frame)
         self._since_fit = 0
+        self._kept_slope: float | None = None  # from before a rebase, until the new points fit
         self.resets += 1
+
+    def rebase(self) -> None:
+        """The line stepped (time was lost or gained) but the card's rate did not change:
+        forget the points, keep the measured slope. The line is usable again from the next
+        sample (intercept from the new points under the old slope) instead of after
+        `min_samples`, and the new points' own slope takes over once there are enough of
+        them for one. A rebase on what was only a burst of late samples heals by itself:
+        the next on-time sample is below the line and moves it down at once."""
+        slope = None
+        if self._pts and (len(self._pts) >= 2 or self.nominal_hz):
+            slope = self._solve()[3]
+        self.reset()
+        self._kept_slope = slope
 
     def add(self, frame: int, t_ns: int) -> None:
         if self._f0 is None:
@@ -277,7 +291,8 @@ class DacClock:
 
     @property
     def ready(self) -> bool:
-        return len(self._pts) >= self.min_samples
+        n = len(self._pts)
+        return n >= self.min_samples or (self._kept_slope is not None and n >= 1)
 
     @property
     def rate_hz(self) -> float:
@@ -304,7 +319,9 @@ class DacClock:
         if not pts:
             raise RuntimeError("no DAC samples yet (check `ready` first)")
         xr, yr = pts[0]
-        if len(pts) == 1:
+        if self._kept_slope is not None and len(pts) < self.min_samples:
+            b = self._kept_slope
+        elif len(pts) == 1:
             if not self.nominal_hz:
                 raise RuntimeError("one DAC sample and no nominal rate: no line yet")
             b = 1e9 / self.nominal_hz
@@ -374,7 +391,7 @@ class LockController:
     raw errors are shifted by the correction, so it is not counted twice.
     """
 
-    def __init__(self, *, seek_frames: float = 48000, jump_frames: float = 64,
+    def __init__(self, *, seek_frames: float = 48000, jump_frames: float = 16,
                  min_interval_ns: int = 2_000_000, start: float = 0.75, stop: float = 0.25,
                  alpha: float = 0.05, beta: float | None = None, gate_frames: float = 8.0,
                  lock_frames: float = 2.0, settle_updates: int = 10):

@@ -38,6 +38,9 @@ log = logging.getLogger("backtrack.peer")
 STATE_CODES = {STOPPED: 0, CUED: 1, PLAYING: 2, PAUSED: 3}
 STATE_NAMES = {v: k for k, v in STATE_CODES.items()}
 PING_EVERY_NS = 50_000_000
+DAC_STEP_SAMPLES = 4    # consecutive samples half a period off the DAC line = a step (21 ms
+                        # at 256 frames; scheduling jitter that long is rare and harmless:
+                        # the next on-time sample moves the rebased line back down)
 FOLLOWER_EVERY_NS = 100_000_000
 SEEK_LEAD_S = 0.02      # seek this far ahead: the start lands a little behind, and a jump
                         # forward (skipping decoded frames) is instant
@@ -366,18 +369,19 @@ class PeerNode(threading.Thread):
         w = self.engine.writer
         if w.clock_epoch != self._clk_epoch:
             self._clk_epoch = w.clock_epoch
-            self.dac.reset()
+            self.dac.rebase()  # an underrun or a reopen moves the line, not the card's rate
         rows, self._clk_seen = w.clock_samples(self._clk_seen)
         step_ns = 0.5e9 * self.cfg.device.period / self.rate
         for frame, t in rows:
             frame, t = int(frame), int(t)
             # A step in the line (the card or its driver lost time without an underrun we
-            # saw): several samples in a row far off the fit. Start the fit afresh rather
-            # than wait for the window to forget the old line.
+            # saw): several samples in a row far off the fit. Rebase the fit (same slope)
+            # rather than wait for the window to forget the old line: the lock goes on
+            # from the next sample.
             if self.dac.ready and abs(t - self.dac.time_of(frame)) > step_ns:
                 self._off_line += 1
-                if self._off_line >= 8:
-                    self.dac.reset()
+                if self._off_line >= DAC_STEP_SAMPLES:
+                    self.dac.rebase()
                     self._off_line = 0
             else:
                 self._off_line = 0

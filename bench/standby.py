@@ -13,8 +13,10 @@ Usage: python bench/standby.py [takeover|alignment ...] [--kills 20] [--minutes 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -28,7 +30,9 @@ from tests.showkit import wait_for as showkit_wait_for
 
 
 def make_pair(folder: Path, songs: int, seconds: float, mode: str, period: int,
-              timeout_ms: float, heartbeat_ms: float) -> tuple[Show, Show, list[np.ndarray]]:
+              timeout_ms: float, heartbeat_ms: float,
+              writer_cpus: tuple[str, str] = ("auto", "auto"),
+              ) -> tuple[Show, Show, list[np.ndarray]]:
     """Two units' shows over the same stems: one mono noise stem per song (quantised so it
     survives S32 exactly), 2 channels; song k's noise is seeded by k."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -58,6 +62,7 @@ def make_pair(folder: Path, songs: int, seconds: float, mode: str, period: int,
             f"period: {period}, periods: 3}}",
             "outputs: {main: 1, pilot: 2}",
             f'control: {{socket: "{sock}"}}',
+            f"engine: {{writer_cpu: {writer_cpus[u]}}}",
             "songs:", *song_lines,
             f"peer: {{role: {role}, priority: {prio}, listen: '127.0.0.1:{ports[u]}', "
             f"peers: ['127.0.0.1:{ports[1 - u]}'], key_file: {key}, "
@@ -150,30 +155,76 @@ def bench_takeover(kills: int, period: int, timeout_ms: float, heartbeat_ms: flo
     print(f"  runs that did not take over or could not be measured: {failures}")
 
 
+def poll_status(daemons: dict[str, Daemon], every_s: float, stop: threading.Event,
+                out: list[tuple[float, str, dict]]) -> None:
+    """What each unit says about its lock while the run goes on (for --trace)."""
+    while not stop.wait(every_s):
+        for name, d in daemons.items():
+            try:
+                out.append((time.monotonic(), name, status(d)["peer"]))
+            except Exception:  # noqa: BLE001 - a trace must not end the benchmark
+                pass
+
+
+def dac_point_latency(rec, stems: list[np.ndarray], peers: list[dict]) -> list[float]:
+    """For each polled (song, frame, t_ns) a unit said was on its DAC line: when the
+    recorder heard that song frame minus t_ns, in ms. Equal on both units when the units'
+    view of their DACs is consistent; a difference is a bias the lock cannot see."""
+    out = []
+    col = rec.audio[:, 0]
+    for p in peers:
+        pt = p.get("dac_point")
+        if not pt:
+            continue
+        song, frame, t_ns = pt
+        ref = stems[song][frame:frame + 32]
+        if len(ref) < 32:
+            continue
+        cand = np.flatnonzero(col == ref[0])
+        i = next((int(c) for c in cand if np.array_equal(col[c:c + 32], ref)), None)
+        if i is not None:
+            out.append((rec.schedule_time_of_frame(i) - t_ns) / 1e6)
+    return out
+
+
 def bench_alignment(minutes: float, period: int, timeout_ms: float, heartbeat_ms: float,
-                    song_s: float = 120.0) -> None:
+                    song_s: float = 120.0, trace: str | None = None,
+                    faketime: str | None = "+0 x1.0005",
+                    writer_cpus: tuple[str, str] = ("auto", "auto")) -> None:
     seconds = minutes * 60
     songs = max(1, int(np.ceil(seconds / song_s)) + 1)
     ja = start_jack_audio(channels=2, period=period, seconds=seconds + 30)
     jb = start_jack_audio(channels=2, period=period, seconds=seconds + 30,
-                          faketime="+0 x1.0005")
+                          faketime=faketime)
     try:
         with tempfile.TemporaryDirectory() as d:
             sa, sb, stems = make_pair(Path(d), songs, song_s, "switcher", period, timeout_ms,
-                                      heartbeat_ms)
+                                      heartbeat_ms, writer_cpus)
             with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
                 wait_for(lambda: status(a)["role"] == "leader", 5)
                 a.ctl("play")
                 wait_for(lambda: status(b)["peer"]["locked"], 10)
                 t_locked = time.monotonic()
+                polled: list[tuple[float, str, dict]] = []
+                stop = threading.Event()
+                poller = threading.Thread(target=poll_status,
+                                          args=({"A": a, "B": b}, 0.2, stop, polled))
+                if trace:
+                    poller.start()
                 time.sleep(seconds)
-                sbs = status(b)
+                stop.set()
+                if trace:
+                    poller.join()
+                sas, sbs = status(a), status(b)
             ra, rb = ja.stop(), jb.stop()
     finally:
         ja.close()
         jb.close()
     idx = [SongIndex(s) for s in stems]
     offsets = []
+    signed: list[float] = []
+    raw: list[float] = []
+    at: list[float] = []
     odd: list[str] = []
     lost = 0
     start_b = rb.first_nonsilent(0)
@@ -199,19 +250,42 @@ def bench_alignment(minutes: float, period: int, timeout_ms: float, heartbeat_ms
         if ia is None:
             lost += 1
             continue
-        off = abs(rb.time_of_frame(ib) - ra.time_of_frame(ia)) / 1e6
+        diff = (rb.schedule_time_of_frame(ib) - ra.schedule_time_of_frame(ia)) / 1e6
+        off = abs(diff)
+        signed.append(diff)
+        raw.append(abs(rb.time_of_frame(ib) - ra.time_of_frame(ia)) / 1e6)
+        at.append(rb.time_of_frame(ib) / 1e9)
         if off > 1.0 and len(odd) < 5:
             odd.append(f"song {s + 1} frame {f}: B at {ib / RATE:.2f} s, A at {ia / RATE:.2f} s "
                        f"of its recording, {off:.2f} ms apart")
         offsets.append(off)
     print(f"2. alignment over {minutes:g} min ({songs} songs of {song_s:g} s, gapless), "
-          f"follower card 500 ppm fast, period {period} x 3, switcher mode "
+          f"follower card {'under faketime ' + faketime if faketime else 'not drifting'}, "
+          f"period {period} x 3, switcher mode "
           "(goal p99 <= 0.25 ms)")
-    print(row("|B - A| for the same song frame", offsets))
-    print(f"  windows not matched (a correction inside): {lost}; follower measured drift "
-          f"{sbs['peer']['drift_ppm']} ppm, dropped {sbs['peer']['frames_dropped']}, inserted "
-          f"{sbs['peer']['frames_inserted']} frames; recorder missed cycles A "
-          f"{ra.missed_cycles()} B {rb.missed_cycles()}")
+    print(row("|B - A| for the same song frame", offsets,
+              extra=" (cycle schedule, see Recording.schedule_time_of_frame)"))
+    print(row("same, from callback timestamps", raw))
+    print(f"  B - A (signed) median {np.median(signed):+.3f} ms; windows not matched (a "
+          f"correction inside): {lost}")
+    pa, pb = sas["peer"], sbs["peer"]
+    print(f"  follower: lock drift {pb['drift_ppm']} ppm, DAC {pb.get('dac_ppm')} ppm, "
+          f"dropped {pb['frames_dropped']}, inserted {pb['frames_inserted']} frames, DAC steps "
+          f"{pb.get('dac_steps')}; leader: DAC {pa.get('dac_ppm')} ppm, DAC steps "
+          f"{pa.get('dac_steps')}; recorder missed cycles A {ra.missed_cycles()} "
+          f"B {rb.missed_cycles()}; underruns A {sas['xruns']} B {sbs['xruns']}")
+    if trace:
+        for name, rec in (("A", ra), ("B", rb)):
+            lat = dac_point_latency(rec, stems, [p for _, n, p in polled if n == name])
+            if lat:
+                print(f"  {name}: heard (cycle schedule) - the unit's own DAC line for the same "
+                      f"song frame: median {np.median(lat):.3f} ms, p1 "
+                      f"{np.percentile(lat, 1):.3f}, p99 {np.percentile(lat, 99):.3f}, n={len(lat)}")
+        np.savez(trace, at=np.asarray(at), signed=np.asarray(signed),
+                 a_blocks=ra.block_times_ns, a_jack=ra.block_jack_frames,
+                 b_blocks=rb.block_times_ns, b_jack=rb.block_jack_frames,
+                 polled=np.asarray([json.dumps([t, n, p]) for t, n, p in polled]))
+        print(f"  trace written to {trace}")
     for line in odd:
         print("  off by more than 1 ms:", line)
 
@@ -225,12 +299,20 @@ def main() -> None:
     ap.add_argument("--timeout-ms", type=float, default=8)
     ap.add_argument("--heartbeat-ms", type=float, default=2)
     ap.add_argument("--song-seconds", type=float, default=120)
+    ap.add_argument("--faketime", default="+0 x1.0005",
+                    help="alignment: libfaketime setting of the follower's server, or none")
+    ap.add_argument("--writer-cpus", default="auto,auto",
+                    help="alignment: engine.writer_cpu of the leader and the follower")
+    ap.add_argument("--trace", help="alignment: save offsets, recorder blocks and the units' "
+                    "lock status (every 0.2 s) to this .npz")
     a = ap.parse_args()
     for w in a.which:
         if w == "takeover":
             bench_takeover(a.kills, a.period, a.timeout_ms, a.heartbeat_ms)
         elif w == "alignment":
-            bench_alignment(a.minutes, 256, 30, 3, a.song_seconds)
+            bench_alignment(a.minutes, 256, 30, 3, a.song_seconds, a.trace,
+                            None if a.faketime == "none" else a.faketime,
+                            tuple(a.writer_cpus.split(",")))
         sys.stdout.flush()
 
 

@@ -192,6 +192,45 @@ class Recording:
             out = np.where(after, bt[-1] + (i_arr - bf[-1]) * ns_per_frame, out)
         return float(out) if np.ndim(out) == 0 else out
 
+    def schedule_time_of_frame(self, i, window_s: float = 1.0):
+        """Monotonic ns at which frame ``i`` came out by the server's cycle schedule, as
+        float: what a DAC's clock would say, without the recorder's wake-up jitter.
+
+        The callback timestamps of :meth:`time_of_frame` are late by the recorder's own
+        scheduling (measured here: 0.3 ms median, 0.8 ms p99 above the lower envelope on a
+        loaded 2-core machine), which is the harness, not the player. Here each block's time
+        is its JACK frame time on the line through the lower envelope of (frame time,
+        timestamp): the slope from a least-squares fit, the envelope as the larger of the
+        lowest residual in the ``window_s`` before and after the block, which follows a
+        step (the dummy backend re-anchoring after a late cycle) on either side of it.
+        """
+        if len(self.block_frames) < 4:
+            return self.time_of_frame(i)
+        sched, ns_per_frame = self._schedule(window_s)
+        bf = self.block_frames
+        i_arr = np.asarray(i, dtype=np.float64)
+        k = np.clip(np.searchsorted(bf, i_arr, side="right") - 1, 0, len(bf) - 1)
+        out = sched[k] + (i_arr - bf[k]) * ns_per_frame
+        return float(out) if np.ndim(out) == 0 else out
+
+    def _schedule(self, window_s: float) -> tuple[np.ndarray, float]:
+        cache = self.__dict__.setdefault("_schedule_cache", {})
+        if window_s in cache:
+            return cache[window_s]
+        bf = self.block_frames.astype(np.float64)
+        jf = np.unwrap(self.block_jack_frames.astype(np.float64), period=2.0**32)
+        bt = self.block_times_ns.astype(np.float64)
+        x = jf - jf[0]
+        y = bt - bt[0]
+        b, a = np.polyfit(x, y, 1)  # ns per frame, from the server's own frame counter
+        r = y - (a + b * x)
+        w = max(1, int(window_s * self.rate / max(1.0, float(np.median(np.diff(bf))))))
+        pad = np.full(w - 1, np.inf)
+        past = np.lib.stride_tricks.sliding_window_view(np.concatenate([pad, r]), w).min(1)
+        future = np.lib.stride_tricks.sliding_window_view(np.concatenate([r, pad]), w).min(1)
+        cache[window_s] = (bt[0] + a + b * x + np.maximum(past, future), float(b))
+        return cache[window_s]
+
     def frame_at_time(self, t_ns: float) -> float:
         """Inverse of :meth:`time_of_frame` (fractional frame index)."""
         bf, bt = self.block_frames.astype(np.float64), self.block_times_ns.astype(np.float64)

@@ -38,9 +38,6 @@ log = logging.getLogger("backtrack.peer")
 STATE_CODES = {STOPPED: 0, CUED: 1, PLAYING: 2, PAUSED: 3}
 STATE_NAMES = {v: k for k, v in STATE_CODES.items()}
 PING_EVERY_NS = 50_000_000
-DAC_STEP_SAMPLES = 4    # consecutive samples half a period off the DAC line = a step (21 ms
-                        # at 256 frames; scheduling jitter that long is rare and harmless:
-                        # the next on-time sample moves the rebased line back down)
 FOLLOWER_EVERY_NS = 100_000_000
 SEEK_LEAD_S = 0.02      # seek this far ahead: the start lands a little behind, and a jump
                         # forward (skipping decoded frames) is instant
@@ -88,7 +85,8 @@ class PeerNode(threading.Thread):
         self.dac = DacClock(nominal_hz=self.rate)
         self._clk_seen = 0
         self._clk_epoch = -1
-        self._off_line = 0
+        self.dac_ppm: float | None = None  # our card's measured rate against nominal
+        self.dac_point: tuple[int, int, int] | None = None  # (song, frame, when at the DAC)
         self.offsets: dict[int, OffsetEstimator] = {}
         self.lock = LockController()
         self.deduper = PressDeduper()
@@ -256,7 +254,11 @@ class PeerNode(threading.Thread):
         else:
             if now - self.last_ping >= PING_EVERY_NS and self.leader_addr():
                 self.last_ping = now
-                self._send(wire.Ping(t1=now), [self.leader_addr()])
+                # t1 stamped just before it is encoded and sent, as the leader stamps t3:
+                # time spent between the stamp and the send counts as network delay in one
+                # direction only and biases the offset by half of it (measured: 16 us with
+                # `now`, taken before the DAC fit and the roles tick)
+                self._send(wire.Ping(t1=time.monotonic_ns()), [self.leader_addr()])
             if now - self.last_follower >= FOLLOWER_EVERY_NS:
                 self.last_follower = now
                 err = self.lock_error_frames
@@ -371,21 +373,13 @@ class PeerNode(threading.Thread):
             self._clk_epoch = w.clock_epoch
             self.dac.rebase()  # an underrun or a reopen moves the line, not the card's rate
         rows, self._clk_seen = w.clock_samples(self._clk_seen)
-        step_ns = 0.5e9 * self.cfg.device.period / self.rate
         for frame, t in rows:
-            frame, t = int(frame), int(t)
-            # A step in the line (the card or its driver lost time without an underrun we
-            # saw): several samples in a row far off the fit. Rebase the fit (same slope)
-            # rather than wait for the window to forget the old line: the lock goes on
-            # from the next sample.
-            if self.dac.ready and abs(t - self.dac.time_of(frame)) > step_ns:
-                self._off_line += 1
-                if self._off_line >= DAC_STEP_SAMPLES:
-                    self.dac.rebase()
-                    self._off_line = 0
-            else:
-                self._off_line = 0
-            self.dac.add(frame, t)
+            # a step in the line that no underrun announced is found by DacClock itself
+            self.dac.add(int(frame), int(t))
+        if rows and self.dac.ready:
+            self.dac_ppm = round((self.dac.rate_hz / self.rate - 1) * 1e6, 1)
+            d, song, frame, playing = w.last_segment()
+            self.dac_point = (song, frame, self.dac.time_of(d)) if playing else None
 
     def _watch_health(self, now: int) -> None:
         if self.roles.role != "leader" or self.failing_reason:
@@ -451,6 +445,9 @@ class PeerNode(threading.Thread):
             "drift_ppm": round(self.lock.drift_frames_per_s / self.rate * 1e6, 1),
             "frames_dropped": self.lock.dropped,
             "frames_inserted": self.lock.inserted,
+            "dac_ppm": self.dac_ppm,
+            "dac_steps": self.dac.steps,
+            "dac_point": self.dac_point,
             "offset_us": round(est.offset_ns / 1000, 1) if est is not None and est.ready
             else None,
             "failing": self.failing_reason or None,

@@ -222,13 +222,22 @@ class Recording:
         bt = self.block_times_ns.astype(np.float64)
         x = jf - jf[0]
         y = bt - bt[0]
-        b, a = np.polyfit(x, y, 1)  # ns per frame, from the server's own frame counter
-        r = y - (a + b * x)
         w = max(1, int(window_s * self.rate / max(1.0, float(np.median(np.diff(bf))))))
         pad = np.full(w - 1, np.inf)
-        past = np.lib.stride_tricks.sliding_window_view(np.concatenate([pad, r]), w).min(1)
-        future = np.lib.stride_tricks.sliding_window_view(np.concatenate([r, pad]), w).min(1)
-        cache[window_s] = (bt[0] + a + b * x + np.maximum(past, future), float(b))
+
+        def envelope(r: np.ndarray) -> np.ndarray:
+            past = np.lib.stride_tricks.sliding_window_view(np.concatenate([pad, r]), w)
+            future = np.lib.stride_tricks.sliding_window_view(np.concatenate([r, pad]), w)
+            return np.maximum(past.min(1), future.min(1))
+
+        b, a = np.polyfit(x, y, 1)  # ns per frame, from the server's own frame counter
+        env = envelope(y - (a + b * x))
+        if len(x) > 2 * w:
+            # steps tilt a least-squares slope; the envelope's own typical slope (a median:
+            # the steps are rare) is that tilt
+            b += float(np.median((env[w:] - env[:-w]) / (x[w:] - x[:-w])))
+            env = envelope(y - (a + b * x))
+        cache[window_s] = (bt[0] + a + b * x + env, float(b))
         return cache[window_s]
 
     def frame_at_time(self, t_ns: float) -> float:

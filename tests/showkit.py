@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from appliance.virtualcard import _die_with_parent_preexec
+
 RATE = 48000
 # stem name -> (output name, channels of the file)
 STEMS = {"click": ("click", 1), "tracks": ("tracks", 2), "bass": ("bass", 1), "pad": ("pad", 1)}
@@ -189,7 +191,10 @@ class Daemon:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "appliance", "run", "--config", str(show.config)],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            # a test or benchmark killed half way must not leave daemons playing (seen: two
+            # orphans swapping roles for minutes, loading the machine for the next run)
+            preexec_fn=_die_with_parent_preexec())
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 20.0) -> None:

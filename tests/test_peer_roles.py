@@ -275,6 +275,34 @@ def test_failing_flag_in_state_is_enough_when_the_failing_datagram_is_lost() -> 
     assert c.units[2].roles.role == LEADER
 
 
+def test_two_units_without_interfaces_do_not_hand_the_failure_back_and_forth() -> None:
+    """Both interfaces gone (one power strip): the failing leader keeps leading, nobody
+    flaps; the follower takes over once its own interface is back, or once the leader
+    falls silent."""
+    def pair() -> Cluster:
+        c = Cluster(Unit(Roles(1, 1, "leader", TIMEOUT, now_ns=0)),
+                    Unit(Roles(2, 1, "follower", TIMEOUT, now_ns=0)))
+        c.run(1000)
+        c.units[2].roles.device_ok = False
+        c.units[2].roles.healthy = False
+        c.fail(1)
+        c.run(3000)
+        a, b = c.units[1].roles, c.units[2].roles
+        assert a.role == LEADER and b.role == FOLLOWER and a.term == 1
+        assert c.first(2, "become_leader") is None and c.heard_since(1000) == {(1,)}
+        return c
+
+    c = pair()
+    c.units[2].roles.device_ok = True  # B's interface is back: now B is the better unit
+    c.run(3000 + PERIOD // MS + 1)
+    assert c.units[2].roles.role == LEADER and c.units[2].roles.term == 2
+
+    c = pair()
+    c.units[1].alive = False  # A dies outright: a lone unit keeps the show clock going
+    c.run(3000 + TIMEOUT // MS + PERIOD // MS + 1)
+    assert c.units[2].roles.role == LEADER
+
+
 def test_leader_that_recovers_before_anyone_acts_keeps_leading() -> None:
     r = Roles(3, 2, "follower", TIMEOUT, now_ns=0)
     r.on_follower(2, 1, True, 0)

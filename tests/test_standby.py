@@ -81,7 +81,8 @@ def test_follower_locks_and_stays_aligned_with_drifting_cards(jack_audio_factory
         for fa in range(base, base + 2000, 97):
             ia, ib = find_frame(ra.audio, exp, fa), find_frame(rb.audio, exp, fa)
             if ia is not None and ib is not None:
-                offsets.append((rb.time_of_frame(ib) - ra.time_of_frame(ia)) / 1e6)
+                offsets.append((rb.schedule_time_of_frame(ib)
+                                - ra.schedule_time_of_frame(ia)) / 1e6)
                 break
         else:
             raise AssertionError(f"song frame {base} not found in both recordings")

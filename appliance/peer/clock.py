@@ -250,7 +250,7 @@ class DacClock:
 
     def __init__(self, window: int = 400, *, nominal_hz: float | None = None,
                  min_samples: int = 16, refit_every: int = 32,
-                 step_ns: int | None = 250_000, step_samples: int = 6):
+                 step_ns: int | None = 400_000, step_samples: int = 4):
         if window < 2:
             raise ValueError("window must be >= 2")
         self.window = window

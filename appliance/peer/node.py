@@ -243,6 +243,7 @@ class PeerNode(threading.Thread):
         self._feed_dac_clock()
         self._watch_health(now)
         self.roles.healthy = self._healthy()
+        self.roles.device_ok = self.engine.writer.device_ok
         wire_alive = self.wire_alive(now) if self.wire_in is not None else None
         self._apply(self.roles.tick(now, heartbeat_wire_alive=wire_alive))
         if self.roles.role == "leader":

@@ -36,6 +36,9 @@ Rules, and why:
   network while the wire still toggles means the network failed, not the leader: no
   takeover (both units would otherwise be heard). FAILING still triggers a takeover: the
   leader itself said so. The wire must toggle only while the leader is audible.
+- A follower that cannot play (its own interface is gone: `device_ok` False) does not
+  take over from a leader that announced FAILING, only from one that fell silent: two
+  failing units must not hand the failure back and forth.
 - Startup. A unit configured as leader first listens for `startup_ns` (muted): if a
   leader is already running (it took over while this unit was down) it follows it instead
   of leading next to it. A configured follower that has never heard any leader waits
@@ -92,6 +95,7 @@ class Roles:
         self.leader_id: int | None = None
         self.audible = False
         self.healthy = True  # set by the caller: locked and able to play
+        self.device_ok = True  # set by the caller: this unit's own audio interface works
         self.stale_states = 0  # STATEs from a leader with a lower term (an old leader)
         self.conflicts = 0  # STATEs from a same-term leader that must step down for us
         self._t0 = now_ns
@@ -189,8 +193,12 @@ class Roles:
         if self.role != FOLLOWER:
             return None
         rank = self.rank(now_ns)
-        if self._failing_since is not None:
+        if self._failing_since is not None and self.device_ok:
             return self._failing_since + rank * self.timeout_ns
+        # A failing leader is no worse than a follower whose own interface is gone: taking
+        # over would only hand the failure back and forth (seen: two units without their
+        # interfaces swapped roles every few ms, flooding the journal). Such a follower
+        # takes over only if the leader falls silent as well.
         if heartbeat_wire_alive:
             return None
         if self._last_leader_ns is None:

@@ -190,12 +190,15 @@ def dac_point_latency(rec, stems: list[np.ndarray], peers: list[dict]) -> list[f
 def bench_alignment(minutes: float, period: int, timeout_ms: float, heartbeat_ms: float,
                     song_s: float = 120.0, trace: str | None = None,
                     faketime: str | None = "+0 x1.0005",
-                    writer_cpus: tuple[str, str] = ("auto", "auto")) -> None:
+                    writer_cpus: tuple[str, str] = ("auto", "auto"),
+                    swap_servers: bool = False) -> None:
     seconds = minutes * 60
     songs = max(1, int(np.ceil(seconds / song_s)) + 1)
     ja = start_jack_audio(channels=2, period=period, seconds=seconds + 30)
     jb = start_jack_audio(channels=2, period=period, seconds=seconds + 30,
                           faketime=faketime)
+    if swap_servers:  # the leader on the second (drifting) server
+        ja, jb = jb, ja
     try:
         with tempfile.TemporaryDirectory() as d:
             sa, sb, stems = make_pair(Path(d), songs, song_s, "switcher", period, timeout_ms,
@@ -260,7 +263,8 @@ def bench_alignment(minutes: float, period: int, timeout_ms: float, heartbeat_ms
                        f"of its recording, {off:.2f} ms apart")
         offsets.append(off)
     print(f"2. alignment over {minutes:g} min ({songs} songs of {song_s:g} s, gapless), "
-          f"follower card {'under faketime ' + faketime if faketime else 'not drifting'}, "
+          f"follower card {'under faketime ' + faketime if faketime else 'not drifting'}"
+          f"{' (leader on it instead)' if swap_servers else ''}, "
           f"period {period} x 3, switcher mode "
           "(goal p99 <= 0.25 ms)")
     print(row("|B - A| for the same song frame", offsets,
@@ -303,6 +307,8 @@ def main() -> None:
                     help="alignment: libfaketime setting of the follower's server, or none")
     ap.add_argument("--writer-cpus", default="auto,auto",
                     help="alignment: engine.writer_cpu of the leader and the follower")
+    ap.add_argument("--swap-servers", action="store_true",
+                    help="alignment: the leader on the second server, the follower on the first")
     ap.add_argument("--trace", help="alignment: save offsets, recorder blocks and the units' "
                     "lock status (every 0.2 s) to this .npz")
     a = ap.parse_args()
@@ -312,7 +318,7 @@ def main() -> None:
         elif w == "alignment":
             bench_alignment(a.minutes, 256, 30, 3, a.song_seconds, a.trace,
                             None if a.faketime == "none" else a.faketime,
-                            tuple(a.writer_cpus.split(",")))
+                            tuple(a.writer_cpus.split(",")), a.swap_servers)
         sys.stdout.flush()
 
 

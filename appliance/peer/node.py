@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import select
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from ..audio.engine import Engine
 from ..config import Action, Config, parse_action
 from ..realtime import set_thread_fifo
 from ..transport import CUED, PAUSED, PLAYING, STOPPED
-from . import wire
+from . import udp, wire
 from .clock import DacClock, LockController, OffsetEstimator
 from .dedupe import PressDeduper
 from .roles import Roles
@@ -107,10 +106,8 @@ class PeerNode(threading.Thread):
         self.wire_out = None
         self.wire_last_edge = 0
         self.refused_setlist = False
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(parse_hostport(pc.listen))
-        self.sock.setblocking(False)
+        self.sock, self.kernel_stamps = udp.open_socket(*parse_hostport(pc.listen))
+        self.stamped = 0  # datagrams with the kernel's arrival time (the rest: time read)
         self.peers = [parse_hostport(p) for p in pc.peers]
         engine.listeners.append(self._on_engine)
         self._setup_wire()
@@ -271,14 +268,14 @@ class PeerNode(threading.Thread):
     def _receive_all(self) -> None:
         for _ in range(64):
             try:
-                data, addr = self.sock.recvfrom(2048)
+                data, addr, t_recv, stamped = udp.receive(self.sock)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
             if self.network_muted:
                 continue
-            t_recv = time.monotonic_ns()
+            self.stamped += stamped
             env = wire.receive(data, key=self.key, guard=self.guard, counters=self.counters,
                                now_wall_ns=time.time_ns(), me=(self.id, self.boot))
             if env is not None:
@@ -448,6 +445,7 @@ class PeerNode(threading.Thread):
             "frames_inserted": self.lock.inserted,
             "dac_ppm": self.dac_ppm,
             "dac_steps": self.dac.steps,
+            "kernel_stamps": self.kernel_stamps and self.stamped > 0,
             "dac_point": self.dac_point,
             "offset_us": round(est.offset_ns / 1000, 1) if est is not None and est.ready
             else None,

@@ -107,8 +107,22 @@ class SongIndex:
         return None
 
 
+def lost_cycles(rec, i0: int, i1: int) -> int:
+    """Cycles the recorder's server skipped while carrying frames i0..i1."""
+    bf = rec.block_frames
+    k0 = max(0, int(np.searchsorted(bf, i0, "right")) - 1)
+    k1 = min(len(bf) - 1, int(np.searchsorted(bf, i1, "right")))
+    jf = rec.block_jack_frames[k0:k1 + 1].astype(np.int64)
+    if len(jf) < 2:
+        return 0
+    d = np.diff(jf) & 0xFFFFFFFF
+    bs = np.maximum(np.diff(bf[k0:k1 + 1]), 1)
+    return int(((d - bs) // bs).clip(min=0).sum())
+
+
 def bench_takeover(kills: int, period: int, timeout_ms: float, heartbeat_ms: float) -> None:
     gaps, kill_gaps, errs, failures = [], [], [], 0
+    harness: list[float] = []
     for k in range(kills):
         ja = start_jack_audio(channels=2, period=period, seconds=20)
         jb = start_jack_audio(channels=2, period=period, seconds=20)
@@ -117,13 +131,18 @@ def bench_takeover(kills: int, period: int, timeout_ms: float, heartbeat_ms: flo
                 sa, sb, stems = make_pair(Path(d), 1, 12.0, "unmute", period, timeout_ms,
                                           heartbeat_ms)
                 with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
-                    ok = wait_for(lambda: status(a)["role"] == "leader", 5)
+                    why = ""
+                    if not wait_for(lambda: status(a)["role"] == "leader", 5):
+                        why = "A did not lead"
                     a.ctl("play")
-                    ok = ok and wait_for(lambda: status(b)["peer"]["locked"], 8)
+                    if not why and not wait_for(lambda: status(b)["peer"]["locked"], 8):
+                        why = f"B did not lock: {status(b)['peer']}"
                     time.sleep(1.0 + 0.37 * (k % 5))
                     t_kill = time.monotonic_ns()
                     a.proc.kill()
-                    ok = ok and wait_for(lambda: status(b)["role"] == "leader", 3)
+                    if not why and not wait_for(lambda: status(b)["role"] == "leader", 3):
+                        why = f"B did not take over: {status(b)['peer']}"
+                    ok = not why
                     time.sleep(1.0)
                 ra, rb = ja.stop(), jb.stop()
         finally:
@@ -131,20 +150,42 @@ def bench_takeover(kills: int, period: int, timeout_ms: float, heartbeat_ms: flo
             jb.close()
         if not ok:
             failures += 1
+            print(f"  kill {k + 1}: {why}", flush=True)
             continue
         idx = SongIndex(stems[0])
         last_a, first_b = ra.last_nonsilent(0), rb.first_nonsilent(0)
         gaps.append((rb.time_of_frame(first_b) - ra.time_of_frame(last_a)) / 1e6)
         kill_gaps.append((rb.time_of_frame(first_b) - t_kill) / 1e6)
-        ia = last_a - RATE // 2
+        # A's song frame 0.1 s before its last sample, carried forward at the nominal rate
+        # to where B's first full-level sample is heard: what B should play there. Times
+        # on the cycle schedule (see bench_alignment); a cycle a server lost in between
+        # still shows as an error of one period.
+        ia = last_a - RATE // 10
         ib = first_b + 1000  # past the fade-in
         fa = idx.frame_of(ra.audio[ia:ia + 32, 0])
         fb = idx.frame_of(rb.audio[ib:ib + 32, 0])
         if fa is None or fb is None:
             failures += 1
+            print(f"  kill {k + 1}: frames not found in the recordings", flush=True)
             continue
-        expect = fa + (rb.time_of_frame(ib) - ra.time_of_frame(ia)) * RATE / 1e9
-        errs.append(abs(fb - expect) / RATE * 1000)
+        expect = fa + (rb.schedule_time_of_frame(ib) - ra.schedule_time_of_frame(ia)) \
+            * RATE / 1e9
+        err = abs(fb - expect) / RATE * 1000
+        # (A's server misses cycles at the kill itself, waiting for the client that died:
+        # A's span ends at the kill)
+        lost = lost_cycles(ra, ia, int(ra.frame_at_time(t_kill))) \
+            + lost_cycles(rb, first_b - 3 * period, ib)
+        if lost:
+            # a server of the harness lost a cycle inside the span measured: that unit's
+            # output really moved by a period there (no real card does this), and the span
+            # is too short for the lock to have caught it; reported, not counted
+            harness.append(err)
+        else:
+            errs.append(err)
+        if err > 1.0:
+            print(f"  kill {k + 1}: position error {err:.2f} ms; cycles lost in the span "
+                  f"{lost}; in the recordings A {ra.missed_cycles()} B {rb.missed_cycles()}",
+                  flush=True)
     print(f"1. takeover after kill -9 of the leader, {kills} kills, period {period} x 3, "
           f"timeout {timeout_ms:g} ms, heartbeat {heartbeat_ms:g} ms, unmute mode "
           f"(goals: gap <= 20 ms, position error <= 1 ms)")
@@ -152,6 +193,8 @@ def bench_takeover(kills: int, period: int, timeout_ms: float, heartbeat_ms: flo
         print(row("gap leader last -> follower first", gaps))
         print(row("kill instant -> follower first", kill_gaps))
         print(row("|position error| at takeover", errs))
+    print(f"  runs where a harness server lost a cycle in the measured span (not counted "
+          f"above): {len(harness)}, errors {', '.join(f'{e:.2f}' for e in harness) or '-'} ms")
     print(f"  runs that did not take over or could not be measured: {failures}")
 
 

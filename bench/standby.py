@@ -123,6 +123,7 @@ def lost_cycles(rec, i0: int, i1: int) -> int:
 def bench_takeover(kills: int, period: int, timeout_ms: float, heartbeat_ms: float) -> None:
     gaps, kill_gaps, errs, failures = [], [], [], 0
     harness: list[float] = []
+    net: list[float] = []
     for k in range(kills):
         ja = start_jack_audio(channels=2, period=period, seconds=20)
         jb = start_jack_audio(channels=2, period=period, seconds=20)
@@ -170,11 +171,14 @@ def bench_takeover(kills: int, period: int, timeout_ms: float, heartbeat_ms: flo
             continue
         expect = fa + (rb.schedule_time_of_frame(ib) - ra.schedule_time_of_frame(ia)) \
             * RATE / 1e9
-        err = abs(fb - expect) / RATE * 1000
+        signed = (fb - expect) / RATE * 1000
+        err = abs(signed)
         # (A's server misses cycles at the kill itself, waiting for the client that died:
         # A's span ends at the kill)
         lost = lost_cycles(ra, ia, int(ra.frame_at_time(t_kill))) \
             + lost_cycles(rb, first_b - 3 * period, ib)
+        # each lost cycle left that unit's output a period later than the song clock
+        net.append(abs(signed + lost * period / RATE * 1000))
         if lost:
             # a server of the harness lost a cycle inside the span measured: that unit's
             # output really moved by a period there (no real card does this), and the span
@@ -195,6 +199,9 @@ def bench_takeover(kills: int, period: int, timeout_ms: float, heartbeat_ms: flo
         print(row("|position error| at takeover", errs))
     print(f"  runs where a harness server lost a cycle in the measured span (not counted "
           f"above): {len(harness)}, errors {', '.join(f'{e:.2f}' for e in harness) or '-'} ms")
+    if net:
+        print(row("|position error|, lost cycles out", net,
+                  extra=" (every run; each lost cycle counted as a period late)"))
     print(f"  runs that did not take over or could not be measured: {failures}")
 
 

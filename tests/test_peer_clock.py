@@ -484,3 +484,25 @@ def test_lock_jumps_a_medium_error_at_once_only_when_not_heard() -> None:
         lc2.update(0.0, t, audible=True)
     moves = [lc2.update(-30.0, t + k * 5_333_333, audible=True) for k in range(1, 4)]
     assert max(moves) <= 1  # heard: single frames only
+
+
+def test_dac_rebase_chain_never_keeps_a_slope_from_a_few_points() -> None:
+    """Steps one after another (a loaded machine), each a few periods after the last: the
+    line must stay on the card's rate, not on a slope fitted to the handful of points
+    between two steps, kept from one rebase to the next."""
+    rnd = random.Random(11)
+    rate = 48000 * (1 + 300e-6)
+    dc = DacClock(400, nominal_hz=48000)
+    i, step = 0, 0.0
+    for _ in range(40):
+        for _ in range(rnd.randint(2, 12)):
+            f = F0 + i * 128
+            dc.add(f, int(T0 + (f - F0) * 1e9 / rate + step + rnd.expovariate(1 / 300e3)))
+            i += 1
+        step += 2.67e6  # a lost cycle
+        dc.rebase()
+    f = F0 + i * 128
+    dc.add(f, int(T0 + (f - F0) * 1e9 / rate + step))
+    assert abs(dc.rate_hz / rate - 1) < 1000e-6, dc.rate_hz
+    ahead = f + 48000 // 2  # half a second on: off by the rate error at most
+    assert abs(dc.time_of(ahead) - (T0 + (ahead - F0) * 1e9 / rate + step)) < 1e6

@@ -207,6 +207,9 @@ class OffsetEstimator:
 # DAC timing line
 
 
+MAX_PPM = 2000.0  # DacClock: the farthest a card's real rate is believed off its nominal
+
+
 class DacClock:
     """The line time = f(frame) of one unit's DAC, from the writer's timestamps.
 
@@ -281,9 +284,19 @@ class DacClock:
         `min_samples`, and the new points' own slope takes over once there are enough of
         them for one. A rebase on what was only a burst of late samples heals by itself:
         the next on-time sample is below the line and moves it down at once."""
-        slope = self._kept_slope
-        if self._pts and (len(self._pts) >= 2 or self.nominal_hz):
+        # Only a slope measured over half a window or more is worth keeping: one from a
+        # few points is far off, and kept through the next rebase it would stay so for
+        # good (seen: a line 25 % off after a chain of rebases, each one set off by the
+        # line drifting away from the card). Else the nominal rate, never far off.
+        full = max(self.min_samples, self.window // 2)
+        n = len(self._pts)
+        slope = None
+        if self._kept_slope is not None and n < full:
+            slope = self._kept_slope
+        elif n >= full:
             slope = self._solve()[3]
+        if slope is None and self.nominal_hz:
+            slope = 1e9 / self.nominal_hz
         self.reset()
         self._kept_slope = slope
 
@@ -359,6 +372,11 @@ class DacClock:
             b = 1e9 / self.nominal_hz
         else:
             b = _hull_slope([(float(x - xr), float(y - yr)) for x, y in pts])
+            if self.nominal_hz:
+                # no working card is MAX_PPM off its nominal rate: a fit that says so is
+                # a fit of too few points
+                nominal = 1e9 / self.nominal_hz
+                b = min(max(b, nominal * (1 - MAX_PPM * 1e-6)), nominal * (1 + MAX_PPM * 1e-6))
         # intercept: the lowest point under slope b (lower envelope)
         a = min((y - yr) - b * (x - xr) for x, y in pts)
         self._fit = (xr, yr, a, b)

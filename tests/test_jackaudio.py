@@ -96,6 +96,20 @@ def play(ja, *, seconds: float, fmt: str = "FLOAT_LE", silence_s: float = 0.0) -
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def play_recorded(jack_audio_factory, params: dict, **kw) -> tuple:
+    """Play through a fresh server and record it; once more on another fresh server when
+    the recorder itself says the run was disturbed (a missed cycle or an xrun: the test
+    player is a plain non-real-time process, and a loaded CI machine can stall it), since
+    these tests judge the chain sample by sample, not the machine's load."""
+    for attempt in range(2):
+        ja = jack_audio_factory(**params)
+        out = play(ja, **kw)
+        rec = ja.stop()
+        if (rec.missed_cycles() == 0 and rec.xruns == 0) or attempt:
+            return ja, rec, out
+    raise AssertionError("unreachable")
+
+
 def assert_plays(ja, rec, out, *, atol: float) -> int:
     """The recording holds exactly the player's signal on the right channels; returns start."""
     n = out["frames"]
@@ -116,11 +130,9 @@ def assert_plays(ja, rec, out, *, atol: float) -> int:
     return start
 
 
-def test_records_what_was_played_sample_exact_and_in_real_time(jack_audio):
-    ja = jack_audio
+def test_records_what_was_played_sample_exact_and_in_real_time(jack_audio_factory):
+    ja, rec, out = play_recorded(jack_audio_factory, {}, seconds=3.0)
     assert (ja.channels, ja.rate, ja.period) == (8, RATE, PERIOD)
-    out = play(ja, seconds=3.0)
-    rec = ja.stop()
     assert out["rate"] == RATE and out["period_size"] == PERIOD and out["buffer_size"] == 3 * PERIOD
     start = assert_plays(ja, rec, out, atol=0)
 
@@ -132,12 +144,11 @@ def test_records_what_was_played_sample_exact_and_in_real_time(jack_audio):
     assert rec.measured_rate() == pytest.approx(RATE, rel=1e-3)
 
 
-@pytest.mark.parametrize("jack_audio", [{"channels": 2, "seconds": 10}], indirect=True)
-def test_s32_player_through_plug(jack_audio):
-    out = play(jack_audio, seconds=1.0, fmt="S32_LE")
-    rec = jack_audio.stop()
+def test_s32_player_through_plug(jack_audio_factory):
+    ja, rec, out = play_recorded(jack_audio_factory, {"channels": 2, "seconds": 10},
+                                 seconds=1.0, fmt="S32_LE")
     assert rec.channels == 2
-    assert_plays(jack_audio, rec, out, atol=1e-6)
+    assert_plays(ja, rec, out, atol=1e-6)
 
 
 def test_latency_from_write_to_output(jack_audio_factory):

@@ -381,10 +381,23 @@ def test_note_plays_program_changes_at_song_start_and_clock_follows_audio(
     assert 0 < (rec.time_of_frame(at) - t_note) / 1e6 < 300
     ticks = [t for m, t in msgs if m == [CLOCK] and starts[0] <= t < stops[0]]
     fpt = frames_per_tick(TEMPO, RATE)
-    # tick k against the moment frame k * fpt was heard (a tick lost in JACK transit would
-    # shift the rest by one: 20.8 ms at 120 BPM, still inside the last bound)
-    audio_t = rec.time_of_frame(at + np.arange(len(ticks)) * fpt)
-    err_ms = (np.array(ticks) - audio_t) / 1e6
+    # tick k against the moment song frame k * fpt was heard (a tick lost in JACK transit
+    # would shift the rest by one: 20.8 ms at 120 BPM, still inside the last bound). Each
+    # frame is found in the recording by its samples: after an underrun (seen in CI on a
+    # loaded machine) the recording holds the silence the card played meanwhile, so
+    # `at + k * fpt` is no longer that frame, though the clock rightly waited for it.
+    heard, sent, i = [], [], at
+    for k, t in enumerate(ticks):
+        f = int(round(k * fpt))
+        if f + 64 > len(exp):
+            break
+        j = find_song_start(rec.audio, exp[f:f + 64], start=i)
+        if j is not None:
+            i = j
+            heard.append(rec.time_of_frame(j))
+            sent.append(t)
+    assert len(heard) >= 0.9 * len(ticks), (len(heard), len(ticks))
+    err_ms = (np.array(sent) - np.array(heard)) / 1e6
     assert np.median(np.abs(err_ms)) < 10, err_ms[:20]
     assert np.max(np.abs(err_ms)) < 40, err_ms
     # the number of ticks over the heard span matches the tempo

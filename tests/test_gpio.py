@@ -302,9 +302,12 @@ def test_bouncing_press_starts_playback_once(mock_pins, inproc, jack_audio, tmp_
 
 def test_hold_stops_and_double_press_acts(mock_pins, inproc, jack_audio, tmp_path):
     show = make_show(tmp_path, [6.0, 3.0, 3.0], extra=(
+        # bounce_ms 50 (default 20): this test's own thread, beside the daemon's real-time
+        # threads in the same process, was once held off longer than 20 ms between two
+        # flips of one bounce (CI, loaded machine), which then counted as a second tap
         "footswitches:\n"
-        "  - {pin: 17, press: play, hold: stop, hold_time: 0.4}\n"
-        "  - {pin: 27, press: next, double: goto 3, double_ms: 400}\n"))
+        "  - {pin: 17, press: play, hold: stop, hold_time: 0.4, bounce_ms: 50}\n"
+        "  - {pin: 27, press: next, double: goto 3, double_ms: 400, bounce_ms: 50}\n"))
     d = inproc(show.config)
     p17, p27 = mock_pins.pin(17), mock_pins.pin(27)
     time.sleep(0.3)

@@ -10,10 +10,9 @@ from appliance.peer import udp
 
 
 def test_arrival_time_is_when_the_datagram_came_not_when_it_was_read() -> None:
-    rx, stamps = udp.open_socket("127.0.0.1", 0)
+    rx = udp.open_socket("127.0.0.1", 0)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        assert stamps
         sent = time.monotonic_ns()
         tx.sendto(b"hello", rx.getsockname())
         time.sleep(0.05)  # a busy peer thread: the datagram waits in the socket
@@ -28,7 +27,7 @@ def test_arrival_time_is_when_the_datagram_came_not_when_it_was_read() -> None:
 
 
 def test_nothing_waiting_raises_like_recvfrom() -> None:
-    rx, _ = udp.open_socket("127.0.0.1", 0)
+    rx = udp.open_socket("127.0.0.1", 0)
     try:
         try:
             udp.receive(rx)

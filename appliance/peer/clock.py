@@ -260,6 +260,8 @@ class DacClock:
         self.nominal_hz = nominal_hz
         self.min_samples = max(2, min(min_samples, window))
         self.refit_every = max(1, refit_every)
+        # points a slope of its own needs after a rebase (fewer: the kept slope is better)
+        self.slope_samples = max(self.min_samples, window // 2)
         self.step_ns = step_ns
         self.step_samples = max(1, step_samples)
         self.resets = 0
@@ -281,19 +283,18 @@ class DacClock:
         """The line stepped (time was lost or gained) but the card's rate did not change:
         forget the points, keep the measured slope. The line is usable again from the next
         sample (intercept from the new points under the old slope) instead of after
-        `min_samples`, and the new points' own slope takes over once there are enough of
-        them for one. A rebase on what was only a burst of late samples heals by itself:
+        `min_samples`, and the new points' own slope takes over once they span half a
+        window (`slope_samples`). A rebase on what was only a burst of late samples heals by itself:
         the next on-time sample is below the line and moves it down at once."""
         # Only a slope measured over half a window or more is worth keeping: one from a
         # few points is far off, and kept through the next rebase it would stay so for
         # good (seen: a line 25 % off after a chain of rebases, each one set off by the
         # line drifting away from the card). Else the nominal rate, never far off.
-        full = max(self.min_samples, self.window // 2)
         n = len(self._pts)
         slope = None
-        if self._kept_slope is not None and n < full:
+        if self._kept_slope is not None and n < self.slope_samples:
             slope = self._kept_slope
-        elif n >= full:
+        elif n >= self.slope_samples:
             slope = self._solve()[3]
         if slope is None and self.nominal_hz:
             slope = 1e9 / self.nominal_hz
@@ -361,7 +362,7 @@ class DacClock:
         if not pts:
             raise RuntimeError("no DAC samples yet (check `ready` first)")
         xr, yr = pts[0]
-        if self._kept_slope is not None and len(pts) < max(self.min_samples, self.window // 2):
+        if self._kept_slope is not None and len(pts) < self.slope_samples:
             # after a rebase: the card's rate did not change, and a slope from a few
             # points is far noisier than the one measured before (16 points over 85 ms
             # with 20 us jitter: ~200 ppm) until the new points span half a window

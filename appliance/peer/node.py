@@ -106,7 +106,7 @@ class PeerNode(threading.Thread):
         self.wire_out = None
         self.wire_last_edge = 0
         self.refused_setlist = False
-        self.sock, self.kernel_stamps = udp.open_socket(*parse_hostport(pc.listen))
+        self.sock = udp.open_socket(*parse_hostport(pc.listen))
         self.stamped = 0  # datagrams with the kernel's arrival time (the rest: time read)
         self.peers = [parse_hostport(p) for p in pc.peers]
         engine.listeners.append(self._on_engine)
@@ -445,7 +445,7 @@ class PeerNode(threading.Thread):
             "frames_inserted": self.lock.inserted,
             "dac_ppm": self.dac_ppm,
             "dac_steps": self.dac.steps,
-            "kernel_stamps": self.kernel_stamps and self.stamped > 0,
+            "kernel_stamps": self.stamped > 0,
             "dac_point": self.dac_point,
             "offset_us": round(est.offset_ns / 1000, 1) if est is not None and est.ready
             else None,

@@ -26,17 +26,16 @@ _ANC_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 MAX_STAMP_AGE_NS = 1_000_000_000  # older than this: not believed (a wall clock step)
 
 
-def open_socket(host: str, port: int) -> tuple[socket.socket, bool]:
-    """A bound, non-blocking UDP socket; True when the kernel stamps what arrives."""
+def open_socket(host: str, port: int) -> socket.socket:
+    """A bound, non-blocking UDP socket that asks the kernel to stamp what arrives (where
+    it cannot, `receive` says so per datagram)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    stamps = False
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        stamps = True
     sock.bind((host, port))
     sock.setblocking(False)
-    return sock, stamps
+    return sock
 
 
 def receive(sock: socket.socket, size: int = 2048) -> tuple[bytes, tuple, int, bool]:

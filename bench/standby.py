@@ -25,7 +25,7 @@ import soundfile as sf
 from common import RATE, Daemon, Show, row, start_jack_audio  # (puts the repo on sys.path)
 
 from appliance.peer import wire
-from tests.showkit import free_port
+from tests.showkit import find_song_start, free_port
 from tests.showkit import wait_for as showkit_wait_for
 
 
@@ -107,17 +107,6 @@ class SongIndex:
         return None
 
 
-def schedule_step_ms(rec, i0: int, i1: int) -> float:
-    """How far the recorder's server moved its cycle schedule between frames i0 and i1
-    (ms, positive: later), beyond its steady rate by its own frame counter: the
-    re-anchoring steps of a dummy server that woke late (a missed cycle is not one)."""
-    sched, ns_per_frame = rec._schedule(1.0)
-    bf = rec.block_frames
-    k0, k1 = (max(0, int(np.searchsorted(bf, i, "right")) - 1) for i in (i0, i1))
-    jf = np.unwrap(rec.block_jack_frames.astype(np.float64), period=2.0**32)
-    return float(sched[k1] - sched[k0] - (jf[k1] - jf[k0]) * ns_per_frame) / 1e6
-
-
 def bench_takeover(kills: int, period: int, timeout_ms: float, heartbeat_ms: float) -> None:
     gaps, kill_gaps, errs, failures = [], [], [], 0
     for k in range(kills):
@@ -172,8 +161,8 @@ def bench_takeover(kills: int, period: int, timeout_ms: float, heartbeat_ms: flo
         if abs(signed) > 1.0:
             # the harness's own steps in the spans measured: a dummy server that woke late
             # re-anchors its cycles (time lost, no cycle missed); no real card does this
-            sa_ms = schedule_step_ms(ra, ia, int(ra.frame_at_time(t_kill)))
-            sb_ms = schedule_step_ms(rb, max(0, first_b - RATE // 10), ib)
+            sa_ms = ra.schedule_step_ns(ia, int(ra.frame_at_time(t_kill))) / 1e6
+            sb_ms = rb.schedule_step_ns(max(0, first_b - RATE // 10), ib) / 1e6
             print(f"  kill {k + 1}: position error {signed:+.2f} ms; the harness moved A's "
                   f"cycles by {sa_ms:+.2f} ms before the kill, B's by {sb_ms:+.2f} ms around "
                   f"the takeover", flush=True)
@@ -203,7 +192,7 @@ def dac_point_latency(rec, stems: list[np.ndarray], peers: list[dict]) -> list[f
     recorder heard that song frame minus t_ns, in ms. Equal on both units when the units'
     view of their DACs is consistent; a difference is a bias the lock cannot see."""
     out = []
-    col = rec.audio[:, 0]
+    col = rec.audio[:, :1]
     for p in peers:
         pt = p.get("dac_point")
         if not pt:
@@ -212,8 +201,7 @@ def dac_point_latency(rec, stems: list[np.ndarray], peers: list[dict]) -> list[f
         ref = stems[song][frame:frame + 32]
         if len(ref) < 32:
             continue
-        cand = np.flatnonzero(col == ref[0])
-        i = next((int(c) for c in cand if np.array_equal(col[c:c + 32], ref)), None)
+        i = find_song_start(col, ref[:, None])
         if i is not None:
             out.append((rec.schedule_time_of_frame(i) - t_ns) / 1e6)
     return out
@@ -279,9 +267,7 @@ def bench_alignment(minutes: float, period: int, timeout_ms: float, heartbeat_ms
             continue
         s, f = hit
         # where A played song s frame f
-        ref = stems[s][f:f + 32]
-        cand = np.flatnonzero(ra.audio[:, 0] == ref[0])
-        ia = next((int(c) for c in cand if np.array_equal(ra.audio[c:c + 32, 0], ref)), None)
+        ia = find_song_start(ra.audio[:, :1], stems[s][f:f + 32, None])
         if ia is None:
             lost += 1
             continue

@@ -206,14 +206,27 @@ class Recording:
         """
         if len(self.block_frames) < 4:
             return self.time_of_frame(i)
-        sched, ns_per_frame = self._schedule(window_s)
-        bf = self.block_frames
+        sched, ns_per_frame, _x = self._schedule(window_s)
         i_arr = np.asarray(i, dtype=np.float64)
-        k = np.clip(np.searchsorted(bf, i_arr, side="right") - 1, 0, len(bf) - 1)
-        out = sched[k] + (i_arr - bf[k]) * ns_per_frame
+        k = self._block_of(i_arr)
+        out = sched[k] + (i_arr - self.block_frames[k]) * ns_per_frame
         return float(out) if np.ndim(out) == 0 else out
 
-    def _schedule(self, window_s: float) -> tuple[np.ndarray, float]:
+    def schedule_step_ns(self, i0: int, i1: int, window_s: float = 1.0) -> float:
+        """How far the server moved its cycle schedule between frames i0 and i1, beyond
+        its steady rate by its own frame counter (ns, positive: later): the re-anchoring
+        of a dummy server that woke late. A missed cycle is not one."""
+        sched, ns_per_frame, x = self._schedule(window_s)
+        k0, k1 = self._block_of(np.asarray([i0, i1], dtype=np.float64))
+        return float(sched[k1] - sched[k0] - (x[k1] - x[k0]) * ns_per_frame)
+
+    def _block_of(self, i: np.ndarray) -> np.ndarray:
+        bf = self.block_frames
+        return np.clip(np.searchsorted(bf, i, side="right") - 1, 0, len(bf) - 1)
+
+    def _schedule(self, window_s: float) -> tuple[np.ndarray, float, np.ndarray]:
+        """(each block's time on the schedule, ns per frame, each block's JACK frame time
+        from the first, unwrapped), computed once per recording."""
         cache = self.__dict__.setdefault("_schedule_cache", {})
         if window_s in cache:
             return cache[window_s]
@@ -237,7 +250,7 @@ class Recording:
             # the steps are rare) is that tilt
             b += float(np.median((env[w:] - env[:-w]) / (x[w:] - x[:-w])))
             env = envelope(y - (a + b * x))
-        cache[window_s] = (bt[0] + a + b * x + env, float(b))
+        cache[window_s] = (bt[0] + a + b * x + env, float(b), x)
         return cache[window_s]
 
     def frame_at_time(self, t_ns: float) -> float:

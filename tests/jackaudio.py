@@ -114,11 +114,13 @@ __all__ = [
     "DEFAULT_PCM",
     "JackServer",
     "JackError",
+    "HarnessDisturbed",
     "Recorder",
     "Recording",
     "alsa_config_path_env",
     "faketime_library",
     "jack_registry_servers",
+    "judged",
     "reclaim_dead_server_slots",
     "write_alsa_config",
 ]
@@ -328,6 +330,58 @@ class Recording:
         d = np.diff(jf.astype(np.int64)) & 0xFFFFFFFF  # jack_nframes_t wraps at 2**32
         bs = np.diff(self.block_frames)
         return int(((d - bs) // np.maximum(bs, 1)).clip(min=0).sum())
+
+    def disturbed_between(self, i0: int, i1: int, margin_blocks: int = 4) -> bool:
+        """Whether the harness was disturbed while frames i0..i1 were recorded: a missed
+        cycle or an xrun in those blocks (give or take `margin_blocks`: xruns reach the
+        recorder through the server's notification thread, a few cycles late)."""
+        k0, k1 = (int(k) for k in self._block_of(np.asarray([i0, i1], dtype=np.float64)))
+        k0, k1 = max(0, k0 - margin_blocks), k1 + margin_blocks
+        jf = self.block_jack_frames.astype(np.int64)[k0:k1 + 1]
+        bs = np.diff(self.block_frames.astype(np.int64)[k0:k1 + 1])
+        if len(jf) > 1 and np.any((np.diff(jf) & 0xFFFFFFFF) > bs):
+            return True
+        marks = self.xrun_blocks
+        if self.xruns > len(marks) and len(marks) and k1 >= marks[-1]:
+            return True  # more xruns than marks: nothing after the last mark is known clean
+        return bool(np.any((marks >= k0) & (marks <= k1 + margin_blocks)))
+
+    def disturbance(self) -> str:
+        """What the harness itself reports went wrong in this recording ("" for a clean
+        run): cycles the recorder missed and xruns it was told of (which include the dummy
+        server re-anchoring its schedule after a late wake-up)."""
+        missed = self.missed_cycles()
+        parts = [f"{missed} missed cycles"] if missed else []
+        if self.xruns:
+            parts.append(f"{self.xruns} JACK xruns")
+        if self.dropped:
+            parts.append(f"{self.dropped} frames over capacity")
+        return ", ".join(parts)
+
+
+class HarnessDisturbed(AssertionError):
+    """A check failed on a recording that the harness reports disturbed where it judged
+    (see :meth:`Recording.disturbance`): the run says nothing about the player. pytest
+    runs such a test again (pytest-rerunfailures, only for this error: see pyproject);
+    a failure on a clean recording is an ordinary AssertionError and is never rerun."""
+
+
+@contextlib.contextmanager
+def judged(*recordings):
+    """Checks inside that fail on a disturbed recording raise :class:`HarnessDisturbed`.
+    Each argument is a :class:`Recording`, or a sound card (tests.conftest.JackAudio) whose
+    recorder is stopped to read it: a check that failed while the daemons were still
+    playing (a lock that never came) is judged on what was recorded until then."""
+    try:
+        yield
+    except HarnessDisturbed:
+        raise
+    except AssertionError as e:
+        recs = [r if isinstance(r, Recording) else r.stop() for r in recordings]
+        why = "; ".join(d for d in (r.disturbance() for r in recs) if d)
+        if why:
+            raise HarnessDisturbed(f"{e} [the harness was disturbed: {why}]") from e
+        raise
 
 
 # --------------------------------------------------------------------------------------------

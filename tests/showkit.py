@@ -102,8 +102,21 @@ def find_song_start(audio: np.ndarray, first_frames: np.ndarray, start: int = 0)
     return None
 
 
-def mismatches(rec, exp: np.ndarray, start: int) -> list[str]:
-    """Where the recording from `start` is not `exp` played straight through.
+@dataclass
+class Trace:
+    """How far a recording follows a song straight through (see :func:`trace`).
+
+    ``song_end``: song frames heard in order from the start (the song's length when all of
+    it was); ``rec_end``: recorded index where that run ended; ``problem``: what broke it
+    (None when the song was heard to its end)."""
+
+    song_end: int
+    rec_end: int
+    problem: str | None
+
+
+def trace(rec, exp: np.ndarray, start: int, *, atol: float = 0.0) -> Trace:
+    """Follow the recording from `start` through `exp` played straight through.
 
     The recording is cut at every JACK cycle the recorder missed (a harness glitch on a
     loaded machine: the recorder alone missed the cycle, or the whole graph skipped or
@@ -112,40 +125,48 @@ def mismatches(rec, exp: np.ndarray, start: int) -> list[str]:
     give or take the missed frames and a few JACK periods; the first two periods after a
     seam are not judged (after a late cycle the dummy server has been seen to hand the
     recorder one period twice). So a frame the daemon dropped, repeated or misrouted
-    anywhere inside a piece is caught; only the harness's own seams get that slack."""
+    anywhere inside a piece is caught; only the harness's own seams get that slack.
+    `atol` > 0 compares within that tolerance (a conversion on the way) instead of exactly."""
+    def same(a: np.ndarray, b: np.ndarray) -> bool:
+        return np.array_equal(a, b) if atol == 0 else bool(np.allclose(a, b, rtol=0, atol=atol))
+
     bf = rec.block_frames.astype(np.int64)
     jf = rec.block_jack_frames.astype(np.int64)
     gaps = (np.diff(jf) & 0xFFFFFFFF) - np.diff(bf)
     period = int(np.median(np.diff(bf))) if len(bf) > 1 else 256
     cuts = [(int(bf[k + 1]), int(gaps[k])) for k in np.flatnonzero(gaps > 0)
             if bf[k + 1] > start]
-    problems = []
     pos, song, slack = start, 0, (0, 0)
     for cut, missed in [*cuts, (rec.frames, 0)]:
         piece = rec.audio[pos:cut]
         n = min(len(piece), len(exp) - song + slack[1])
-        if song >= len(exp) or n <= 0:
-            pos, song, slack = cut + 2 * period, song + 2 * period, \
-                (-3 * period, missed + 3 * period)
-            continue
-        for extra in sorted(range(slack[0], slack[1] + 1), key=abs):
-            at = song + extra
-            m = min(n, len(exp) - at)
-            if at >= 0 and m > 0 and np.array_equal(piece[:m], exp[at:at + m]):
-                song = at + m
-                break
-        else:
-            run = 0
-            while run < min(len(piece), len(exp) - song) and \
-                    np.array_equal(piece[run], exp[song + run]):
-                run += 1
-            problems.append(f"song frame {song + run} (recorded frame {pos + run}) differs")
-            return problems
+        if song < len(exp) and n > 0:
+            for extra in sorted(range(slack[0], slack[1] + 1), key=abs):
+                at = song + extra
+                m = min(n, len(exp) - at)
+                if at >= 0 and m > 0 and same(piece[:m], exp[at:at + m]):
+                    song = at + m
+                    if song >= len(exp):
+                        return Trace(len(exp), pos + m, None)
+                    break
+            else:
+                run = 0
+                while run < min(len(piece), len(exp) - song) and \
+                        same(piece[run], exp[song + run]):
+                    run += 1
+                return Trace(song + run, pos + run,
+                             f"song frame {song + run} (recorded frame {pos + run}) differs")
         pos, song, slack = cut + 2 * period, song + 2 * period, \
             (-3 * period, missed + 3 * period)
-    if song < len(exp):
-        problems.append(f"only {song} of {len(exp)} song frames were heard")
-    return problems
+    song = min(song, len(exp))
+    return Trace(song, rec.frames, None if song >= len(exp) else
+                 f"only {song} of {len(exp)} song frames were heard")
+
+
+def mismatches(rec, exp: np.ndarray, start: int, *, atol: float = 0.0) -> list[str]:
+    """Where the recording from `start` is not `exp` played straight through (:func:`trace`)."""
+    t = trace(rec, exp, start, atol=atol)
+    return [] if t.problem is None else [t.problem]
 
 
 def locate(audio_frames: np.ndarray, song_audio: np.ndarray) -> int | None:

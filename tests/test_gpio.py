@@ -13,6 +13,7 @@ from appliance import config as config_mod
 from appliance.config import Action, ConfigError, Footswitch
 from appliance.controls.gpio import Footswitches, SwitchLogic
 from appliance.service import Daemon
+from tests.jackaudio import judged
 from tests.showkit import RATE, find_song_start, make_show, mismatches
 
 PLAY, STOP, NEXT, PREV = Action("play"), Action("stop"), Action("next"), Action("prev")
@@ -291,13 +292,14 @@ def test_bouncing_press_starts_playback_once(mock_pins, inproc, jack_audio, tmp_
     rec = jack_audio.stop()
     assert [a for _i, a, _t in sw.fired] == [Action("play_stop")]
     exp = show.expected(0)
-    at = find_song_start(rec.audio, exp[:64])
-    assert at is not None, "the song start was not heard"
-    n = int(1.4 * RATE)
-    assert not mismatches(rec, exp[:n], at), "playback did not run on unbroken"
-    assert find_song_start(rec.audio, exp[:64], at + 1) is None, "the song started twice"
-    latency_ms = (rec.time_of_frame(at) - t_press) / 1e6
-    assert 0 < latency_ms < 250, latency_ms
+    with judged(rec):
+        at = find_song_start(rec.audio, exp[:64])
+        assert at is not None, "the song start was not heard"
+        n = int(1.4 * RATE)
+        assert not mismatches(rec, exp[:n], at), "playback did not run on unbroken"
+        assert find_song_start(rec.audio, exp[:64], at + 1) is None, "the song started twice"
+        latency_ms = (rec.time_of_frame(at) - t_press) / 1e6
+        assert 0 < latency_ms < 250, latency_ms
 
 
 def test_hold_stops_and_double_press_acts(mock_pins, inproc, jack_audio, tmp_path):
@@ -342,12 +344,13 @@ def test_hold_stops_and_double_press_acts(mock_pins, inproc, jack_audio, tmp_pat
     assert fired == [(0, PLAY), (0, STOP), (1, Action("goto", 3))]
     # heard: song 1 from its start until the hold, then silence
     exp = show.expected(0)
-    at = find_song_start(rec.audio, exp[:64])
-    assert at is not None
-    end = rec.last_nonsilent()
-    t_end = rec.time_of_frame(end)
-    assert t_hold + 0.3e9 < t_end < t_stopped + 0.2e9, (t_end - t_hold) / 1e6
-    assert not mismatches(rec, exp[:RATE // 2], at)
+    with judged(rec):
+        at = find_song_start(rec.audio, exp[:64])
+        assert at is not None
+        end = rec.last_nonsilent()
+        t_end = rec.time_of_frame(end)
+        assert t_hold + 0.3e9 < t_end < t_stopped + 0.2e9, (t_end - t_hold) / 1e6
+        assert not mismatches(rec, exp[:RATE // 2], at)
 
 
 def test_a_busy_pin_loses_the_footswitches_not_the_led(mock_pins):

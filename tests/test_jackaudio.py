@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 
 from appliance.virtualcard import JACK_TMPDIR
-from tests.jackaudio import JackServer, Recorder, Recording, jack_registry_servers
+from tests.jackaudio import JackServer, Recorder, Recording, jack_registry_servers, judged
+from tests.showkit import trace
 
 RATE = 48000
 PERIOD = 256
@@ -97,36 +98,40 @@ def play(ja, *, seconds: float, fmt: str = "FLOAT_LE", silence_s: float = 0.0) -
 
 
 def play_recorded(jack_audio_factory, params: dict, **kw) -> tuple:
-    """Play through a fresh server and record it; once more on another fresh server when
-    the recorder itself says the run was disturbed (a missed cycle or an xrun: the test
-    player is a plain non-real-time process, and a loaded CI machine can stall it), since
-    these tests judge the chain sample by sample, not the machine's load."""
-    for _ in range(2):
-        ja = jack_audio_factory(**params)
-        out = play(ja, **kw)
-        rec = ja.stop()
-        if rec.missed_cycles() == 0 and rec.xruns == 0:
-            break
-    return ja, rec, out
+    """Play through a fresh server and record it."""
+    ja = jack_audio_factory(**params)
+    out = play(ja, **kw)
+    return ja, ja.stop(), out
 
 
 def assert_plays(ja, rec, out, *, atol: float) -> int:
-    """The recording holds exactly the player's signal on the right channels; returns start."""
+    """The recording holds exactly the player's signal on the right channels; returns start.
+
+    On a clean recording every frame is compared; where the recorder missed cycles (a
+    loaded machine) each piece between its seams is (tests.showkit.trace). A failure on a
+    disturbed recording is HarnessDisturbed: the test is run again."""
     n = out["frames"]
-    start = rec.first_nonsilent()
-    assert start is not None, "nothing recorded"
-    assert rec.frames >= start + n, "recording ends before the signal does"
-    assert rec.missed_cycles() == 0 and rec.dropped == 0
-    got = rec.audio[start : start + n]
-    want = expected_signal(n, ja.channels)
-    if atol == 0:
-        for ch in range(ja.channels):
-            bad = np.flatnonzero(got[:, ch] != want[:, ch])
-            assert len(bad) == 0, f"channel {ch}: {len(bad)} samples differ, first at {bad[0]}"
-    else:
-        np.testing.assert_allclose(got, want, rtol=0, atol=atol)
-    assert not rec.audio[:start].any(), "noise before the signal"
-    assert not rec.audio[start + n :].any(), "noise after the signal (after drain)"
+    with judged(rec):
+        start = rec.first_nonsilent()
+        assert start is not None, "nothing recorded"
+        assert rec.frames >= start + n - rec.missed_cycles() * ja.period, \
+            "recording ends before the signal does"
+        want = expected_signal(n, ja.channels)
+        if rec.missed_cycles() == 0:
+            got = rec.audio[start : start + n]
+            if atol == 0:
+                for ch in range(ja.channels):
+                    bad = np.flatnonzero(got[:, ch] != want[:, ch])
+                    assert len(bad) == 0, f"channel {ch}: {len(bad)} samples differ, first at {bad[0]}"
+            else:
+                np.testing.assert_allclose(got, want, rtol=0, atol=atol)
+            end = start + n
+        else:
+            t = trace(rec, want, start, atol=atol)
+            assert t.problem is None, t.problem
+            end = t.rec_end
+        assert not rec.audio[:start].any(), "noise before the signal"
+        assert not rec.audio[end:].any(), "noise after the signal (after drain)"
     return start
 
 
@@ -139,9 +144,10 @@ def test_records_what_was_played_sample_exact_and_in_real_time(jack_audio_factor
     # paced by the clock: 3 s of audio take ~3 s to play (minus the 16 ms buffer filled at once)
     wall = (out["t_end"] - out["t_first_call"]) / 1e9
     assert 2.5 < wall < 6.0, wall
-    heard = (rec.time_of_frame(start + out["frames"]) - rec.time_of_frame(start)) / 1e9
-    assert heard == pytest.approx(3.0, abs=0.05)
-    assert rec.measured_rate() == pytest.approx(RATE, rel=1e-3)
+    with judged(rec):  # a dummy server re-anchoring after a stall loses that time
+        heard = (rec.time_of_frame(start + out["frames"]) - rec.time_of_frame(start)) / 1e9
+        assert heard == pytest.approx(3.0, abs=0.05)
+        assert rec.measured_rate() == pytest.approx(RATE, rel=1e-3)
 
 
 def test_s32_player_through_plug(jack_audio_factory):
@@ -208,8 +214,9 @@ def test_faketime_server_runs_fast():
         f" {(ratio - 1) * 1e6:+.1f} ppm; xruns {r_normal.xruns}/{r_fast.xruns}"
         f" (driver {normal.driver_xruns()}/{fast.driver_xruns()})"
     )
-    assert abs(ppm_normal) < 100
-    assert 1.0002 < ratio < 1.0008
+    with judged(r_normal, r_fast):  # a stalled server loses time: not a rate to judge
+        assert abs(ppm_normal) < 100
+        assert 1.0002 < ratio < 1.0008
 
 
 def test_teardown_leaves_nothing():

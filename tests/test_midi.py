@@ -28,6 +28,7 @@ from appliance.controls.midiclock import (
     frames_per_tick,
     mtc_full_frame,
 )
+from tests.jackaudio import judged
 from tests.midigear import Gear
 from tests.showkit import RATE, find_song_start, make_show
 from tests.test_gpio import BASE, inproc, wait_for, wait_state  # noqa: F401 - fixture
@@ -376,51 +377,53 @@ def test_note_plays_program_changes_at_song_start_and_clock_follows_audio(
     assert msgs[i2][1] < starts[1]
     # clock ticks of song 1, matched against the audio
     exp = show.expected(0)
-    at = find_song_start(rec.audio, exp[:64])
-    assert at is not None
-    assert 0 < (rec.time_of_frame(at) - t_note) / 1e6 < 300
-    ticks = [t for m, t in msgs if m == [CLOCK] and starts[0] <= t < stops[0]]
-    fpt = frames_per_tick(TEMPO, RATE)
-    # tick k against the moment song frame k * fpt was heard (a tick lost in JACK transit
-    # would shift the rest by one: 20.8 ms at 120 BPM, still inside the last bound). Each
-    # frame is found in the recording by its samples: after an underrun (seen in CI on a
-    # loaded machine) the recording holds the silence the card played meanwhile, so
-    # `at + k * fpt` is no longer that frame, though the clock rightly waited for it.
-    heard, sent, i = [], [], at
-    for k, t in enumerate(ticks):
-        f = int(round(k * fpt))
-        if f + 64 > len(exp):
-            break
-        j = find_song_start(rec.audio, exp[f:f + 64], start=i)
-        if j is not None:
-            i = j
-            heard.append(rec.time_of_frame(j))
-            sent.append(t)
-    assert len(heard) >= 0.9 * len(ticks), (len(heard), len(ticks))
-    err_ms = (np.array(sent) - np.array(heard)) / 1e6
-    assert np.median(np.abs(err_ms)) < 10, err_ms[:20]
-    assert np.max(np.abs(err_ms)) < 40, err_ms
-    # the number of ticks over the heard span matches the tempo
-    span_end = stops[0]
-    heard_s = (rec.frame_at_time(span_end) - at) / RATE
-    assert abs(len(ticks) - heard_s * TEMPO / 60 * 24) <= 3, (len(ticks), heard_s)
+    with judged(rec):
+        at = find_song_start(rec.audio, exp[:64])
+        assert at is not None
+        assert 0 < (rec.time_of_frame(at) - t_note) / 1e6 < 300
+        ticks = [t for m, t in msgs if m == [CLOCK] and starts[0] <= t < stops[0]]
+        fpt = frames_per_tick(TEMPO, RATE)
+        # tick k against the moment song frame k * fpt was heard (a tick lost in JACK transit
+        # would shift the rest by one: 20.8 ms at 120 BPM, still inside the last bound). Each
+        # frame is found in the recording by its samples: after an underrun (seen in CI on a
+        # loaded machine) the recording holds the silence the card played meanwhile, so
+        # `at + k * fpt` is no longer that frame, though the clock rightly waited for it.
+        heard, sent, i = [], [], at
+        for k, t in enumerate(ticks):
+            f = int(round(k * fpt))
+            if f + 64 > len(exp):
+                break
+            j = find_song_start(rec.audio, exp[f:f + 64], start=i)
+            if j is not None:
+                i = j
+                heard.append(rec.time_of_frame(j))
+                sent.append(t)
+        assert len(heard) >= 0.9 * len(ticks), (len(heard), len(ticks))
+        err_ms = (np.array(sent) - np.array(heard)) / 1e6
+        assert np.median(np.abs(err_ms)) < 10, err_ms[:20]
+        assert np.max(np.abs(err_ms)) < 40, err_ms
+        # the number of ticks over the heard span matches the tempo
+        span_end = stops[0]
+        heard_s = (rec.frame_at_time(span_end) - at) / RATE
+        assert abs(len(ticks) - heard_s * TEMPO / 60 * 24) <= 3, (len(ticks), heard_s)
     # MTC: a full frame at 00:00:00:00, then quarter-frame groups counting up by 2 frames
-    assert [0xF0, 0x7F, 0x7F, 0x01, 0x01, 0x20, 0, 0, 0, 0xF7] in [m for m, _t in msgs]
-    qf = [(m[1], t) for m, t in msgs if m[0] == QUARTER_FRAME and starts[0] <= t < stops[0]]
-    assert qf[0][0] >> 4 == 0
-    assert abs(len(qf) - heard_s * 100) <= 3
-    groups, g = [], 0
-    while g + 8 <= len(qf):                     # resync on piece 0 should JACK lose one
-        if [d >> 4 for d, _t in qf[g:g + 8]] != list(range(8)):
-            g += 1
-            continue
-        tc, fps = decode_quarter_frames([d for d, _t in qf[g:g + 8]])
-        heard = (rec.frame_at_time(qf[g][1]) - at) / RATE
-        assert fps == 25 and abs(tc / 25 - heard) < 0.02, (tc, heard)
-        groups.append(tc)
-        g += 8
-    assert len(groups) >= heard_s * 12.5 - 2 and groups[0] == 0
-    assert all(b - a >= 2 and (b - a) % 2 == 0 for a, b in zip(groups, groups[1:], strict=False))
+    with judged(rec):
+        assert [0xF0, 0x7F, 0x7F, 0x01, 0x01, 0x20, 0, 0, 0, 0xF7] in [m for m, _t in msgs]
+        qf = [(m[1], t) for m, t in msgs if m[0] == QUARTER_FRAME and starts[0] <= t < stops[0]]
+        assert qf[0][0] >> 4 == 0
+        assert abs(len(qf) - heard_s * 100) <= 3
+        groups, g = [], 0
+        while g + 8 <= len(qf):                     # resync on piece 0 should JACK lose one
+            if [d >> 4 for d, _t in qf[g:g + 8]] != list(range(8)):
+                g += 1
+                continue
+            tc, fps = decode_quarter_frames([d for d, _t in qf[g:g + 8]])
+            heard = (rec.frame_at_time(qf[g][1]) - at) / RATE
+            assert fps == 25 and abs(tc / 25 - heard) < 0.02, (tc, heard)
+            groups.append(tc)
+            g += 8
+        assert len(groups) >= heard_s * 12.5 - 2 and groups[0] == 0
+        assert all(b - a >= 2 and (b - a) % 2 == 0 for a, b in zip(groups, groups[1:], strict=False))
 
 
 def test_controller_plugged_in_late_unplugged_and_back(inproc, jack_audio, tmp_path):  # noqa: F811

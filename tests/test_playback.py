@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from tests.showkit import RATE, Daemon, find_song_start, locate, make_show, mismatches
+from tests.jackaudio import judged
+from tests.showkit import RATE, Daemon, find_song_start, locate, make_show, mismatches, trace
 
 FADE_LIMIT = int(0.010 * RATE)  # stop/pause fade: at most 10 ms
 
@@ -36,17 +37,18 @@ def test_long_song_every_frame_on_its_outputs(jack_audio, tmp_path):
         time.sleep(0.1)
     rec = jack_audio.stop()
     exp = show.expected(0)
-    start = find_song_start(rec.audio, exp[:64])
-    assert start is not None, "song start not found in the recording"
-    bad = mismatches(rec, exp, start)
-    assert not bad, f"{bad}; recorder missed {rec.missed_cycles()} cycles; {d.log()[-1500:]}"
-    assert rec.missed_cycles() * 256 < 0.01 * len(exp)  # the recorder saw 99% of it
-    # stems end at different times: the song lasts as long as the longest one
-    # (and after its last frame, `after: stop` leaves silence: the last sound is the song's)
-    end = int(np.flatnonzero(np.any(rec.audio != 0, axis=1))[-1]) + 1
-    assert np.array_equal(rec.audio[end - 64:end], exp[-64:])
-    assert np.all(rec.audio[end - RATE // 20:end, 4] == 0)  # bass stem is 0.2 s shorter
-    assert np.any(rec.audio[end - RATE // 20:end, 0] != 0)  # click is the longest
+    with judged(rec):
+        start = find_song_start(rec.audio, exp[:64])
+        assert start is not None, "song start not found in the recording"
+        bad = mismatches(rec, exp, start)
+        assert not bad, f"{bad}; recorder missed {rec.missed_cycles()} cycles; {d.log()[-1500:]}"
+        assert rec.missed_cycles() * 256 < 0.01 * len(exp)  # the recorder saw 99% of it
+        # stems end at different times: the song lasts as long as the longest one
+        # (and after its last frame, `after: stop` leaves silence: the last sound is the song's)
+        end = int(np.flatnonzero(np.any(rec.audio != 0, axis=1))[-1]) + 1
+        assert np.array_equal(rec.audio[end - 64:end], exp[-64:])
+        assert np.all(rec.audio[end - RATE // 20:end, 4] == 0)  # bass stem is 0.2 s shorter
+        assert np.any(rec.audio[end - RATE // 20:end, 0] != 0)  # click is the longest
 
 
 def test_next_prev_goto_start_right_song_at_frame_zero(jack_audio, tmp_path):
@@ -63,18 +65,16 @@ def test_next_prev_goto_start_right_song_at_frame_zero(jack_audio, tmp_path):
         d.ctl("stop")
         time.sleep(0.2)
     rec = jack_audio.stop()
-    a = rec.audio
     pos = 0
-    for song in (0, 2, 1, 2):
-        exp = show.expected(song)
-        at = find_song_start(a, exp[:2000], pos)
-        assert at is not None, f"song {song + 1} frame 0 not found after {pos}"
-        # the song plays on from frame 0 until the next command's fade
-        run = 0
-        while run < len(exp) and np.array_equal(a[at + run], exp[run]):
-            run += 1
-        assert run > 0.4 * RATE, f"song {song + 1} played only {run} frames"
-        pos = at + run
+    with judged(rec):
+        for song in (0, 2, 1, 2):
+            exp = show.expected(song)
+            at = find_song_start(rec.audio, exp[:64], pos)
+            assert at is not None, f"song {song + 1} frame 0 not found after {pos}"
+            # the song plays on from frame 0 until the next command's fade
+            t = trace(rec, exp, at)
+            assert t.song_end > 0.4 * RATE, f"song {song + 1} played only {t.song_end} frames"
+            pos = t.rec_end
 
 
 def test_stop_fades_out_then_silence(jack_audio, tmp_path):
@@ -88,18 +88,18 @@ def test_stop_fades_out_then_silence(jack_audio, tmp_path):
     rec = jack_audio.stop()
     exp = show.expected(0)
     a = rec.audio
-    start = find_song_start(a, exp[:64])
-    clean = 0
-    while np.array_equal(a[start + clean], exp[clean]):
-        clean += 1
-    last = int(np.flatnonzero(np.any(a != 0, axis=1))[-1])
-    fade = last - (start + clean) + 1
-    assert 0 < fade <= FADE_LIMIT, f"fade of {fade} frames"
-    # the fade only attenuates: every faded sample is a scaled-down copy of the song
-    seg = a[start + clean:last + 1]
-    ref = exp[clean:clean + len(seg)]
-    assert np.all(np.abs(seg) <= np.abs(ref) + 1e-7)
-    assert clean > 0.8 * RATE
+    with judged(rec):
+        start = find_song_start(a, exp[:64])
+        assert start is not None, "song start not found in the recording"
+        t = trace(rec, exp, start)  # clean up to the fade (across the recorder's seams)
+        last = int(np.flatnonzero(np.any(a != 0, axis=1))[-1])
+        fade = last - t.rec_end + 1
+        assert 0 < fade <= FADE_LIMIT, f"fade of {fade} frames"
+        # the fade only attenuates: every faded sample is a scaled-down copy of the song
+        seg = a[t.rec_end:last + 1]
+        ref = exp[t.song_end:t.song_end + len(seg)]
+        assert np.all(np.abs(seg) <= np.abs(ref) + 1e-7)
+        assert t.song_end > 0.8 * RATE
 
 
 def test_pause_resume_continues_at_same_frame(jack_audio, tmp_path):
@@ -120,20 +120,21 @@ def test_pause_resume_continues_at_same_frame(jack_audio, tmp_path):
     rec = jack_audio.stop()
     exp = show.expected(0)
     a = rec.audio
-    start = find_song_start(a, exp[:64])
-    nz = np.any(a != 0, axis=1)
-    # the silent gap of the pause
-    gap_from = start + int(np.argmin(nz[start:]))
-    gap_to = gap_from + int(np.argmax(nz[gap_from:]))
-    assert gap_to - gap_from > 0.5 * RATE
-    before = gap_from - start  # song frames played (the last ones faded) before the pause
-    # after resume (a fade-in) the song continues at exactly the frame it paused at
-    after = a[gap_to + FADE_LIMIT: gap_to + FADE_LIMIT + 64]
-    frame = locate(after, exp)
-    assert frame is not None, "resumed audio is not from the song"
-    resumed_at = frame - (FADE_LIMIT - 0)
-    assert abs(resumed_at - before) <= FADE_LIMIT, (resumed_at, before)
-    assert p1 == pytest.approx(before, abs=FADE_LIMIT)
+    with judged(rec):
+        start = find_song_start(a, exp[:64])
+        nz = np.any(a != 0, axis=1)
+        # the silent gap of the pause
+        gap_from = start + int(np.argmin(nz[start:]))
+        gap_to = gap_from + int(np.argmax(nz[gap_from:]))
+        assert gap_to - gap_from > 0.5 * RATE
+        before = gap_from - start  # song frames played (the last ones faded) before the pause
+        # after resume (a fade-in) the song continues at exactly the frame it paused at
+        after = a[gap_to + FADE_LIMIT: gap_to + FADE_LIMIT + 64]
+        frame = locate(after, exp)
+        assert frame is not None, "resumed audio is not from the song"
+        resumed_at = frame - (FADE_LIMIT - 0)
+        assert abs(resumed_at - before) <= FADE_LIMIT, (resumed_at, before)
+        assert p1 == pytest.approx(before, abs=FADE_LIMIT)
 
 
 def test_after_next_is_gapless(jack_audio, tmp_path):
@@ -144,10 +145,11 @@ def test_after_next_is_gapless(jack_audio, tmp_path):
         wait_state(d, "stopped", timeout=10)
     rec = jack_audio.stop()
     e1, e2 = show.expected(0), show.expected(1)
-    s1 = find_song_start(rec.audio, e1[:64])
-    both = np.concatenate([e1, e2])
-    bad = mismatches(rec, both, s1)
-    assert not bad, f"song 2 does not follow song 1 frame for frame: {bad}"
+    with judged(rec):
+        s1 = find_song_start(rec.audio, e1[:64])
+        both = np.concatenate([e1, e2])
+        bad = mismatches(rec, both, s1)
+        assert not bad, f"song 2 does not follow song 1 frame for frame: {bad}"
 
 
 def test_underrun_keeps_position_right(jack_audio, tmp_path):
@@ -163,12 +165,13 @@ def test_underrun_keeps_position_right(jack_audio, tmp_path):
     rec = jack_audio.stop()
     assert st["xruns"] >= 1
     exp = show.expected(0)
-    at = int(round(float(rec.frame_at_time(t_ns))))
-    heard = locate(rec.audio[at:at + 32], exp)
-    assert heard is not None
-    # status said frame P at (about) the moment the recorder heard frame `heard`
-    err_ms = (st["position_frames"] - heard) / RATE * 1000
-    assert abs(err_ms) < 15, f"position off by {err_ms:.1f} ms after an underrun"
+    with judged(rec):
+        at = int(round(float(rec.frame_at_time(t_ns))))
+        heard = locate(rec.audio[at:at + 32], exp)
+        assert heard is not None
+        # status said frame P at (about) the moment the recorder heard frame `heard`
+        err_ms = (st["position_frames"] - heard) / RATE * 1000
+        assert abs(err_ms) < 15, f"position off by {err_ms:.1f} ms after an underrun"
 
 
 def test_deleted_stem_plays_as_silence(jack_audio, tmp_path):
@@ -186,7 +189,8 @@ def test_deleted_stem_plays_as_silence(jack_audio, tmp_path):
     assert any("s3_tracks.wav" in p for p in st["problems"])
     exp = show.expected(2)
     exp[:, 2:4] = 0.0  # the tracks stem (outputs 3-4) is silent, the rest plays on
-    at = find_song_start(rec.audio, exp[:64])
-    assert at is not None
-    assert not mismatches(rec, exp[:RATE // 4], at)
+    with judged(rec):
+        at = find_song_start(rec.audio, exp[:64])
+        assert at is not None
+        assert not mismatches(rec, exp[:RATE // 4], at)
     assert "s3_tracks.wav" in d.log()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from appliance.peer import wire
+from tests.jackaudio import HarnessDisturbed, judged
 from tests.showkit import RATE, Daemon, free_port, make_show, mismatches, wait_for
 
 TIMEOUT_MS = 30
@@ -60,41 +61,48 @@ def test_follower_locks_and_stays_aligned_with_drifting_cards(jack_audio_factory
     ja = jack_audio_factory(seconds=40)
     jb = jack_audio_factory(seconds=40, faketime="+0 x1.0005")
     sa, sb, _key, _ = pair(tmp_path, mode="switcher")
-    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b, judged(ja, jb):
         wait_for(lambda: status(a)["role"] == "leader", timeout=5)
         a.ctl("play")
-        wait_for(lambda: status(b)["peer"]["locked"], timeout=8)
+        wait_for(lambda: status(b)["peer"]["locked"], timeout=20)
         time.sleep(9.0)
         sbs = status(b)
     ra, rb = ja.stop(), jb.stop()
-    assert sbs["role"] == "follower" and sbs["peer"]["locked"]
-    # it measured the drift it corrects: its own card's line says ~500 ppm fast (the lock
-    # filter's drift estimate swings with every jump, seen at 100 ppm in CI: direction only)
-    assert 400 < sbs["peer"]["dac_ppm"] < 600, sbs["peer"]
-    assert sbs["peer"]["drift_ppm"] > 0, sbs["peer"]
-    # the pilot tone is on A's output 8 only
-    assert np.abs(ra.audio[:, 7]).max() > 0.2 and not np.any(rb.audio[:, 7])
     exp = sa.expected(0)
-    start_a = find_frame(ra.audio, exp, 0)
-    offsets = []
-    for k in range(6, 18):
-        # song seconds 3..8.5 every half second (locked by then); a window that holds one
-        # of B's single-frame corrections does not match exactly, so try the next few
-        base = k * RATE // 2
-        for fa in range(base, base + 2000, 97):
-            ia, ib = find_frame(ra.audio, exp, fa), find_frame(rb.audio, exp, fa)
-            if ia is not None and ib is not None:
-                offsets.append((rb.schedule_time_of_frame(ib)
-                                - ra.schedule_time_of_frame(ia)) / 1e6)
-                break
-        else:
-            raise AssertionError(f"song frame {base} not found in both recordings")
-    assert start_a is not None
-    # A harness glitch (a JACK dummy cycle run late on a loaded machine) can shift one
-    # unit for a moment until the lock catches it; the bulk must be well inside 0.25 ms.
-    good = [o for o in offsets if abs(o) < 1.0]
-    assert len(good) >= 0.8 * len(offsets), f"alignment {offsets} ms"
-    assert float(np.median(np.abs(offsets))) < 0.25, f"alignment {offsets} ms"
+    with judged(ra, rb):
+        assert sbs["role"] == "follower" and sbs["peer"]["locked"]
+        # it measured the drift it corrects: its own card's line says ~500 ppm fast (the
+        # lock filter's drift estimate swings with every jump, seen at 100 ppm in CI)
+        assert 400 < sbs["peer"]["dac_ppm"] < 600, sbs["peer"]
+        assert sbs["peer"]["drift_ppm"] > 0, sbs["peer"]
+        # the pilot tone is on A's output 8 only
+        assert np.abs(ra.audio[:, 7]).max() > 0.2 and not np.any(rb.audio[:, 7])
+        assert find_frame(ra.audio, exp, 0) is not None
+        offsets, skipped = [], 0
+        for k in range(6, 2 * len(exp) // RATE):
+            # every half second from song second 3 (locked by then); a window that holds
+            # one of B's single-frame corrections does not match exactly: try the next few
+            base = k * RATE // 2
+            for fa in range(base, base + 2000, 97):
+                ia, ib = find_frame(ra.audio, exp, fa), find_frame(rb.audio, exp, fa)
+                if ia is not None and ib is not None:
+                    break
+            else:
+                continue  # not in both recordings (before B joined, after the end)
+            # A harness glitch (a JACK dummy cycle run late on a loaded machine) moves that
+            # unit's cycles until the lock catches up (DacClock steps): judged are windows
+            # with no glitch in either recording during the 1.5 s before
+            if ra.disturbed_between(ia - 3 * RATE // 2, ia) or \
+                    rb.disturbed_between(ib - 3 * RATE // 2, ib):
+                skipped += 1
+                continue
+            offsets.append((rb.schedule_time_of_frame(ib) - ra.schedule_time_of_frame(ia)) / 1e6)
+        if len(offsets) < 6:
+            raise HarnessDisturbed(f"{len(offsets)} undisturbed windows ({skipped} not): "
+                                   f"{ra.disturbance()}; {rb.disturbance()}")
+        good = [o for o in offsets if abs(o) < 1.0]
+        assert len(good) >= 0.8 * len(offsets), f"alignment {offsets} ms ({skipped} skipped)"
+        assert float(np.median(np.abs(offsets))) < 0.25, f"alignment {offsets} ms"
 
 
 def test_kill_leader_follower_continues_the_song(jack_audio_factory, tmp_path):
@@ -102,45 +110,46 @@ def test_kill_leader_follower_continues_the_song(jack_audio_factory, tmp_path):
     jb = jack_audio_factory(seconds=30)
     sa, sb, _key, _ = pair(tmp_path)
     exp = sa.expected(0)
-    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b, judged(ja, jb):
         wait_for(lambda: status(a)["role"] == "leader", timeout=5)
         a.ctl("play")
-        wait_for(lambda: status(b)["peer"]["locked"], timeout=8)
+        wait_for(lambda: status(b)["peer"]["locked"], timeout=20)
         time.sleep(1.0)
         a.proc.kill()  # kill -9, mid-song
         wait_for(lambda: status(b)["role"] == "leader", timeout=3)
         time.sleep(1.0)
         sbs = status(b)
     ra, rb = ja.stop(), jb.stop()
-    assert sbs["state"] == "playing" and sbs["song"] == 1
-    last_a = ra.last_nonsilent()
-    first_b = rb.first_nonsilent()
-    assert last_a is not None and first_b is not None
-    gap_ms = (rb.time_of_frame(first_b) - ra.time_of_frame(last_a)) / 1e6
-    assert gap_ms < 150, f"gap {gap_ms:.1f} ms"  # sanity bound; the figure is in bench/
-    # B continues the same song where A would be: compare song frames at equal times
-    ib = first_b + 1000  # after B's fade-in
-    fb = song_frame_of(rb.audio, exp, ib)
-    # A's reference: half a second before it died (its last cycles, while the killed
-    # process's JACK client was torn down, are not timed reliably by the recorder)
-    ia = last_a - RATE // 2
-    fa = song_frame_of(ra.audio, exp, ia)
-    assert fa is not None and fb is not None, "takeover audio is not the song"
-    expected_fb = fa + (rb.time_of_frame(ib) - ra.time_of_frame(ia)) * RATE / 1e9
-    err_ms = (fb - expected_fb) / RATE * 1000
-    assert abs(err_ms) < 2.0, f"position error at takeover {err_ms:.2f} ms"
-    # and it plays on, frame for frame, for the second after
-    assert not mismatches(rb, exp[fb:fb + RATE], ib)
+    with judged(ra, rb):
+        assert sbs["state"] == "playing" and sbs["song"] == 1
+        last_a = ra.last_nonsilent()
+        first_b = rb.first_nonsilent()
+        assert last_a is not None and first_b is not None
+        gap_ms = (rb.time_of_frame(first_b) - ra.time_of_frame(last_a)) / 1e6
+        assert gap_ms < 150, f"gap {gap_ms:.1f} ms"  # sanity bound; the figure is in bench/
+        # B continues the same song where A would be: compare song frames at equal times
+        ib = first_b + 1000  # after B's fade-in
+        fb = song_frame_of(rb.audio, exp, ib)
+        # A's reference: half a second before it died (its last cycles, while the killed
+        # process's JACK client was torn down, are not timed reliably by the recorder)
+        ia = last_a - RATE // 2
+        fa = song_frame_of(ra.audio, exp, ia)
+        assert fa is not None and fb is not None, "takeover audio is not the song"
+        expected_fb = fa + (rb.time_of_frame(ib) - ra.time_of_frame(ia)) * RATE / 1e9
+        err_ms = (fb - expected_fb) / RATE * 1000
+        assert abs(err_ms) < 2.0, f"position error at takeover {err_ms:.2f} ms"
+        # and it plays on, frame for frame, for the second after
+        assert not mismatches(rb, exp[fb:fb + RATE], ib)
 
 
 def test_leader_losing_its_device_hands_over_at_once(jack_audio_factory, tmp_path):
     ja = jack_audio_factory(seconds=30)
     jb = jack_audio_factory(seconds=30)
     sa, sb, _key, _ = pair(tmp_path)
-    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b, judged(jb):
         wait_for(lambda: status(a)["role"] == "leader", timeout=5)
         a.ctl("play")
-        wait_for(lambda: status(b)["peer"]["locked"], timeout=8)
+        wait_for(lambda: status(b)["peer"]["locked"], timeout=20)
         ja.server.kill()  # A's sound card vanishes
         t0 = time.monotonic()
         wait_for(lambda: status(b)["role"] == "leader", timeout=5, every=0.005)
@@ -161,10 +170,10 @@ def test_partition_with_live_heartbeat_wire_causes_no_takeover(jack_audio_factor
     jb = jack_audio_factory(seconds=30)
     sa, sb, _key, _ = pair(tmp_path, follower_extra=", heartbeat: {in_pin: 23}")
     env_b = jb.environ(GPIOZERO_PIN_FACTORY="mock")
-    with Daemon(sa, ja.environ()) as a, Daemon(sb, env_b) as b:
+    with Daemon(sa, ja.environ()) as a, Daemon(sb, env_b) as b, judged(ja, jb):
         wait_for(lambda: status(a)["role"] == "leader", timeout=5)
         a.ctl("play")
-        wait_for(lambda: status(b)["peer"]["locked"], timeout=8)
+        wait_for(lambda: status(b)["peer"]["locked"], timeout=20)
         b.ctl({"cmd": "_fault", "wire": True})     # the wire from A's audio path toggles
         a.ctl({"cmd": "_fault", "network": False})  # and the network is cut
         time.sleep(1.0)  # 33 heartbeat timeouts
@@ -180,10 +189,10 @@ def test_forged_replayed_and_garbage_packets_change_nothing(jack_audio_factory, 
     jb = jack_audio_factory(seconds=30)
     sa, sb, key_file, port_b = pair(tmp_path)
     key = wire.load_key(key_file)
-    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b, judged(ja, jb):
         wait_for(lambda: status(a)["role"] == "leader", timeout=5)
         a.ctl("play")
-        wait_for(lambda: status(b)["peer"]["locked"], timeout=8)
+        wait_for(lambda: status(b)["peer"]["locked"], timeout=20)
         before = status(b)
         evil = wire.State(term=99, leader=9, song=1, state=0, frame=0, t_ns=0, rate=RATE,
                           setlist=0, flags=0)
@@ -206,7 +215,8 @@ def test_forged_replayed_and_garbage_packets_change_nothing(jack_audio_factory, 
     assert dropped.get("stale", 0) >= 1
     assert sum(dropped.values()) >= 203
     assert after["role"] == "follower" and after["peer"]["term"] == before["peer"]["term"]
-    assert after["peer"]["leader"] == 1 and after["song"] == 1 and after["peer"]["locked"]
+    with judged(ja, jb):  # a harness glitch can unlock the follower for a moment
+        assert after["peer"]["leader"] == 1 and after["song"] == 1 and after["peer"]["locked"]
 
 
 @pytest.mark.parametrize("where", ["follower"])

@@ -22,7 +22,8 @@ from appliance import config as config_mod
 from appliance import systemd
 from appliance.service import Daemon as ServiceDaemon
 from appliance.service import log_context, summary
-from tests.showkit import RATE, Daemon, find_song_start, make_show, mismatches
+from tests.jackaudio import judged
+from tests.showkit import RATE, Daemon, find_song_start, make_show, mismatches, trace
 
 MISSING_PCM = "backtrack_no_such_pcm"
 
@@ -182,20 +183,22 @@ def test_sigterm_fades_out_closes_and_exits_0(jack_audio, tmp_path):
     finally:
         nl.close()
     exp = show.expected(0)
-    start = find_song_start(rec.audio, exp[:64])
-    assert start is not None
-    last = rec.last_nonsilent()
-    assert last is not None and last - start > 0.8 * RATE
-    fade = int(0.005 * RATE)  # engine.fade_ms default: 5 ms
-    # the song runs exactly up to the fade, then fades linearly to nothing
-    got = rec.audio[start:last + 1]
-    n_exact = len(got) - fade - 2
-    assert np.array_equal(got[:n_exact], exp[:n_exact]), "frames before the fade differ"
-    tail, ref = got[-fade:, 0], exp[len(got) - fade:len(got), 0]
-    ratio = tail / ref
-    assert ratio[0] > 0.9 and ratio[-1] < 0.05, (ratio[0], ratio[-1])
-    assert np.all(np.diff(ratio) <= 1e-6), "the fade-out is not monotonic"
-    assert not np.any(rec.audio[last + 1:]), "sound after the fade"
+    with judged(rec):
+        start = find_song_start(rec.audio, exp[:64])
+        assert start is not None
+        last = rec.last_nonsilent()
+        assert last is not None and last - start > 0.8 * RATE
+        fade = int(0.005 * RATE)  # engine.fade_ms default: 5 ms
+        # the song runs exactly up to the fade (across the recorder's seams), then fades
+        # linearly to nothing
+        t = trace(rec, exp, start)
+        assert last + 1 - t.rec_end <= fade + 2, f"frames before the fade differ: {t.problem}"
+        r0 = last + 1 - fade
+        s0 = t.song_end + (r0 - t.rec_end)
+        ratio = rec.audio[r0:last + 1, 0] / exp[s0:s0 + fade, 0]
+        assert ratio[0] > 0.9 and ratio[-1] < 0.05, (ratio[0], ratio[-1])
+        assert np.all(np.diff(ratio) <= 1e-6), "the fade-out is not monotonic"
+        assert not np.any(rec.audio[last + 1:]), "sound after the fade"
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,11 +234,12 @@ def test_sighup_with_a_broken_config_keeps_playing(jack_audio, tmp_path):
         nl.close()
     # not one frame of the song was disturbed by the reload attempt
     exp = show.expected(0)
-    start = find_song_start(rec.audio, exp[:64])
-    assert start is not None
-    n = rec.last_nonsilent() - start - int(0.006 * RATE)  # up to the stop's fade
-    assert n > 1.0 * RATE
-    assert not mismatches(rec, exp[:n], start)
+    with judged(rec):
+        start = find_song_start(rec.audio, exp[:64])
+        assert start is not None
+        n = rec.last_nonsilent() - start - int(0.006 * RATE)  # up to the stop's fade
+        assert n > 1.0 * RATE
+        assert not mismatches(rec, exp[:n], start)
 
 
 def test_sighup_swaps_the_setlist_between_songs(jack_audio, tmp_path):
@@ -270,15 +274,17 @@ def test_sighup_swaps_the_setlist_between_songs(jack_audio, tmp_path):
     finally:
         nl.close()
     exp = show.expected(0)
-    first = find_song_start(rec.audio, exp[:64])
-    assert first is not None
-    # song 1 played whole, untouched by the reload
-    assert not mismatches(rec, exp, first)
-    # "Encore" (the new song 4) is song 1's stems: it plays from frame 0 after that
-    again = find_song_start(rec.audio, exp[:64], first + len(exp))
-    assert again is not None
-    n = int(0.8 * RATE)
-    assert not mismatches(rec, exp[:n], again)
+    with judged(rec):
+        first = find_song_start(rec.audio, exp[:64])
+        assert first is not None
+        # song 1 played whole, untouched by the reload
+        t = trace(rec, exp, first)
+        assert t.problem is None, t.problem
+        # "Encore" (the new song 4) is song 1's stems: it plays from frame 0 after that
+        again = find_song_start(rec.audio, exp[:64], t.rec_end)
+        assert again is not None
+        n = int(0.8 * RATE)
+        assert not mismatches(rec, exp[:n], again)
 
 
 def test_sighup_device_change_needs_a_restart_and_keeps_the_device(tmp_path):

@@ -331,21 +331,6 @@ class Recording:
         bs = np.diff(self.block_frames)
         return int(((d - bs) // np.maximum(bs, 1)).clip(min=0).sum())
 
-    def disturbed_between(self, i0: int, i1: int, margin_blocks: int = 4) -> bool:
-        """Whether the harness was disturbed while frames i0..i1 were recorded: a missed
-        cycle or an xrun in those blocks (give or take `margin_blocks`: xruns reach the
-        recorder through the server's notification thread, a few cycles late)."""
-        k0, k1 = (int(k) for k in self._block_of(np.asarray([i0, i1], dtype=np.float64)))
-        k0, k1 = max(0, k0 - margin_blocks), k1 + margin_blocks
-        jf = self.block_jack_frames.astype(np.int64)[k0:k1 + 1]
-        bs = np.diff(self.block_frames.astype(np.int64)[k0:k1 + 1])
-        if len(jf) > 1 and np.any((np.diff(jf) & 0xFFFFFFFF) > bs):
-            return True
-        marks = self.xrun_blocks
-        if self.xruns > len(marks) and len(marks) and k1 >= marks[-1]:
-            return True  # more xruns than marks: nothing after the last mark is known clean
-        return bool(np.any((marks >= k0) & (marks <= k1 + margin_blocks)))
-
     def disturbance(self) -> str:
         """What the harness itself reports went wrong in this recording ("" for a clean
         run): cycles the recorder missed and xruns it was told of (which include the dummy

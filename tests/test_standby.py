@@ -55,6 +55,12 @@ def song_frame_of(audio: np.ndarray, exp: np.ndarray, at: int, n: int = 32) -> i
     return None
 
 
+def moved(rec, i: int, before: int = RATE // 2, tol_ns: float = 50_000) -> bool:
+    """Whether the recording's server moved its cycle schedule in the `before` frames up to
+    frame i (Recording.schedule_step_ns: the dummy backend re-anchoring after a late wake-up)."""
+    return abs(rec.schedule_step_ns(max(0, i - before), i)) > tol_ns
+
+
 def test_follower_locks_and_stays_aligned_with_drifting_cards(jack_audio_factory, tmp_path):
     """Switcher mode (both units play); B's sound card runs 500 ppm fast. B's recording
     stays on A's within well under a millisecond, frame for frame."""
@@ -79,30 +85,31 @@ def test_follower_locks_and_stays_aligned_with_drifting_cards(jack_audio_factory
         assert np.abs(ra.audio[:, 7]).max() > 0.2 and not np.any(rb.audio[:, 7])
         assert find_frame(ra.audio, exp, 0) is not None
         offsets, skipped = [], 0
-        for k in range(6, 2 * len(exp) // RATE):
-            # every half second from song second 3 (locked by then); a window that holds
+        for k in range(12, 4 * len(exp) // RATE):
+            # every quarter second from song second 3 (locked by then); a window that holds
             # one of B's single-frame corrections does not match exactly: try the next few
-            base = k * RATE // 2
+            base = k * RATE // 4
             for fa in range(base, base + 2000, 97):
                 ia, ib = find_frame(ra.audio, exp, fa), find_frame(rb.audio, exp, fa)
                 if ia is not None and ib is not None:
                     break
             else:
                 continue  # not in both recordings (before B joined, after the end)
-            # A harness glitch (a JACK dummy cycle run late on a loaded machine) moves that
-            # unit's cycles until the lock catches up (DacClock steps): judged are windows
-            # with no glitch in either recording during the 1.5 s before
-            if ra.disturbed_between(ia - 3 * RATE // 2, ia) or \
-                    rb.disturbed_between(ib - 3 * RATE // 2, ib):
+            # A harness glitch (a JACK dummy server that woke late re-anchors its cycles,
+            # on a loaded machine) moves that unit's "card" by up to milliseconds until the
+            # lock catches up: judged are windows where neither server's cycle schedule
+            # moved in the half second before (a recorder's missed cycle moves nothing)
+            if moved(ra, ia) or moved(rb, ib):
                 skipped += 1
                 continue
             offsets.append((rb.schedule_time_of_frame(ib) - ra.schedule_time_of_frame(ia)) / 1e6)
-        if len(offsets) < 6:
+        if len(offsets) < 8:
             raise HarnessDisturbed(f"{len(offsets)} undisturbed windows ({skipped} not): "
                                    f"{ra.disturbance()}; {rb.disturbance()}")
         good = [o for o in offsets if abs(o) < 1.0]
         assert len(good) >= 0.8 * len(offsets), f"alignment {offsets} ms ({skipped} skipped)"
         assert float(np.median(np.abs(offsets))) < 0.25, f"alignment {offsets} ms"
+        print(f"alignment {np.round(offsets, 3)} ms ({skipped} skipped)")
 
 
 def test_kill_leader_follower_continues_the_song(jack_audio_factory, tmp_path):

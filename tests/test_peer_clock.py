@@ -506,3 +506,25 @@ def test_dac_rebase_chain_never_keeps_a_slope_from_a_few_points() -> None:
     assert abs(dc.rate_hz / rate - 1) < 1000e-6, dc.rate_hz
     ahead = f + 48000 // 2  # half a second on: off by the rate error at most
     assert abs(dc.time_of(ahead) - (T0 + (ahead - F0) * 1e9 / rate + step)) < 1e6
+
+
+@pytest.mark.parametrize("period", [128, 256])
+def test_dac_wrong_kept_slope_is_measured_afresh_at_the_next_found_step(period: int) -> None:
+    """A line rebased on a slope 2000 ppm too shallow (a fit tilted by a step it never
+    saw): the points drift to the step threshold within 40-80 periods, before they could
+    give a slope of their own. The found step must measure the slope from them, not keep
+    the wrong one for the next chain of steps (it used to be rebased every 80 periods for
+    good, the line up to 0.4 ms wrong)."""
+    rnd = random.Random(5)
+    dc = DacClock(400, nominal_hz=48000)
+    rate = 48000.0
+    for i in range(3000):
+        f = F0 + i * period
+        if i == 500:
+            dc.rebase()
+            dc._kept_slope = 1e9 / rate * (1 - 2000e-6)
+        dc.add(f, int(T0 + (f - F0) * 1e9 / rate + rnd.expovariate(1 / 30e3)))
+        if i > 1000:
+            assert abs(dc.time_of(f) - (T0 + (f - F0) * 1e9 / rate)) < 5e3, i
+    assert dc.steps == 1
+    assert abs(dc.rate_hz / rate - 1) < 20e-6

@@ -251,6 +251,13 @@ class DacClock:
     constant latency only shifts the line, so the caller adds it where it knows it.
     """
 
+    # points between two found steps that measure a slope afresh (see `rebase`): a line
+    # 2000 ppm off reaches the 0.4 ms threshold in 37 periods of 256 frames. 24 points
+    # give a slope within a few hundred ppm, which drifts to the threshold no sooner than
+    # `slope_samples` points replace it; each fresh slope is from new points, so errors
+    # do not add up from one rebase to the next as a kept slope's do
+    CHAIN_SAMPLES = 24
+
     def __init__(self, window: int = 400, *, nominal_hz: float | None = None,
                  min_samples: int = 16, refit_every: int = 32,
                  step_ns: int | None = 400_000, step_samples: int = 4):
@@ -279,13 +286,21 @@ class DacClock:
         self._high.clear()  # recent samples far above the line (absolute frame, time)
         self.resets += 1
 
-    def rebase(self) -> None:
+    def rebase(self, *, found: int = 0) -> None:
         """The line stepped (time was lost or gained) but the card's rate did not change:
         forget the points, keep the measured slope. The line is usable again from the next
         sample (intercept from the new points under the old slope) instead of after
         `min_samples`, and the new points' own slope takes over once they span half a
         window (`slope_samples`). A rebase on what was only a burst of late samples heals by itself:
-        the next on-time sample is below the line and moves it down at once."""
+        the next on-time sample is below the line and moves it down at once.
+
+        `found`: this rebase is a step found in the samples (`add`), whose newest `found`
+        points are the step itself. Found while the line still runs on a kept slope, it may
+        be that slope that is wrong: points drifting away from a line too shallow reach the
+        step threshold again and again, each rebase keeping the same slope (seen in
+        simulation: a slope 2000 ppm off rebased every 80 periods for good, the line up to
+        0.4 ms wrong). Then the points since the last rebase, `CHAIN_SAMPLES` or more of
+        them, measure the slope afresh."""
         # Only a slope measured over half a window or more is worth keeping: one from a
         # few points is far off, and kept through the next rebase it would stay so for
         # good (seen: a line 25 % off after a chain of rebases, each one set off by the
@@ -294,6 +309,12 @@ class DacClock:
         slope = None
         if self._kept_slope is not None and n < self.slope_samples:
             slope = self._kept_slope
+            m = n - found
+            if found and m >= self.CHAIN_SAMPLES:
+                pts = list(self._pts)[:m]
+                xr, yr = pts[0]
+                slope = self._clamped(_hull_slope([(float(x - xr), float(y - yr))
+                                                   for x, y in pts]))
         elif n >= self.slope_samples:
             slope = self._solve()[3]
         if slope is None and self.nominal_hz:
@@ -307,7 +328,7 @@ class DacClock:
                 self._high.append((frame, t_ns))
                 if len(self._high) == self.step_samples:
                     high = list(self._high)
-                    self.rebase()
+                    self.rebase(found=len(high) - 1)  # all but this one are in the points
                     self.steps += 1
                     for f, t in high[:-1]:
                         self._add(f, t)
@@ -372,17 +393,21 @@ class DacClock:
                 raise RuntimeError("one DAC sample and no nominal rate: no line yet")
             b = 1e9 / self.nominal_hz
         else:
-            b = _hull_slope([(float(x - xr), float(y - yr)) for x, y in pts])
-            if self.nominal_hz:
-                # no working card is MAX_PPM off its nominal rate: a fit that says so is
-                # a fit of too few points
-                nominal = 1e9 / self.nominal_hz
-                b = min(max(b, nominal * (1 - MAX_PPM * 1e-6)), nominal * (1 + MAX_PPM * 1e-6))
+            b = self._clamped(_hull_slope([(float(x - xr), float(y - yr)) for x, y in pts]))
         # intercept: the lowest point under slope b (lower envelope)
         a = min((y - yr) - b * (x - xr) for x, y in pts)
         self._fit = (xr, yr, a, b)
         self._since_fit = 0
         return self._fit
+
+
+    def _clamped(self, b: float) -> float:
+        """No working card is MAX_PPM off its nominal rate: a fit that says so is a fit of
+        too few points."""
+        if not self.nominal_hz:
+            return b
+        nominal = 1e9 / self.nominal_hz
+        return min(max(b, nominal * (1 - MAX_PPM * 1e-6)), nominal * (1 + MAX_PPM * 1e-6))
 
 
 def _hull_slope(pts: list[tuple[float, float]]) -> float:

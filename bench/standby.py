@@ -245,6 +245,7 @@ def bench_alignment(minutes: float, period: int, timeout_ms: float, heartbeat_ms
         jb.close()
     idx = [SongIndex(s) for s in stems]
     offsets = []
+    steady: list[float] = []  # windows with no harness step in either unit's last 0.5 s
     signed: list[float] = []
     raw: list[float] = []
     at: list[float] = []
@@ -280,6 +281,8 @@ def bench_alignment(minutes: float, period: int, timeout_ms: float, heartbeat_ms
             odd.append(f"song {s + 1} frame {f}: B at {ib / RATE:.2f} s, A at {ia / RATE:.2f} s "
                        f"of its recording, {off:.2f} ms apart")
         offsets.append(off)
+        if not (ra.schedule_moved(ia, RATE // 2) or rb.schedule_moved(ib, RATE // 2)):
+            steady.append(off)
     print(f"2. alignment over {minutes:g} min ({songs} songs of {song_s:g} s, gapless), "
           f"follower card {'under faketime ' + faketime if faketime else 'not drifting'}"
           f"{' (leader on it instead)' if swap_servers else ''}, "
@@ -288,6 +291,8 @@ def bench_alignment(minutes: float, period: int, timeout_ms: float, heartbeat_ms
     print(row("|B - A| for the same song frame", offsets,
               extra=" (cycle schedule, see Recording.schedule_time_of_frame)"))
     print(row("same, from callback timestamps", raw))
+    print(row("same, no harness step in 0.5 s", steady,
+              extra=f" (of {len(offsets)}: neither server moved its cycles just before)"))
     print(f"  B - A (signed) median {np.median(signed):+.3f} ms; windows not matched (a "
           f"correction inside): {lost}")
     pa, pb = sas["peer"], sbs["peer"]

@@ -222,6 +222,12 @@ class Recording:
         k0, k1 = self._block_of(np.asarray([i0, i1], dtype=np.float64))
         return float(sched[k1] - sched[k0] - (x[k1] - x[k0]) * ns_per_frame)
 
+    def schedule_moved(self, i: int, before: int, tol_ns: float = 50_000) -> bool:
+        """Whether the server moved its cycle schedule (:meth:`schedule_step_ns`) by more
+        than `tol_ns` in the `before` frames up to frame i: a unit whose "card" lost time
+        there (a real card never does) and whose lock may still be catching up."""
+        return abs(self.schedule_step_ns(max(0, i - before), i)) > tol_ns
+
     def _block_of(self, i: np.ndarray) -> np.ndarray:
         bf = self.block_frames
         return np.clip(np.searchsorted(bf, i, side="right") - 1, 0, len(bf) - 1)

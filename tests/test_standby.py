@@ -55,12 +55,6 @@ def song_frame_of(audio: np.ndarray, exp: np.ndarray, at: int, n: int = 32) -> i
     return None
 
 
-def moved(rec, i: int, before: int = RATE // 2, tol_ns: float = 50_000) -> bool:
-    """Whether the recording's server moved its cycle schedule in the `before` frames up to
-    frame i (Recording.schedule_step_ns: the dummy backend re-anchoring after a late wake-up)."""
-    return abs(rec.schedule_step_ns(max(0, i - before), i)) > tol_ns
-
-
 def test_follower_locks_and_stays_aligned_with_drifting_cards(jack_audio_factory, tmp_path):
     """Switcher mode (both units play); B's sound card runs 500 ppm fast. B's recording
     stays on A's within well under a millisecond, frame for frame."""
@@ -99,7 +93,7 @@ def test_follower_locks_and_stays_aligned_with_drifting_cards(jack_audio_factory
             # on a loaded machine) moves that unit's "card" by up to milliseconds until the
             # lock catches up: judged are windows where neither server's cycle schedule
             # moved in the half second before (a recorder's missed cycle moves nothing)
-            if moved(ra, ia) or moved(rb, ib):
+            if ra.schedule_moved(ia, RATE // 2) or rb.schedule_moved(ib, RATE // 2):
                 skipped += 1
                 continue
             offsets.append((rb.schedule_time_of_frame(ib) - ra.schedule_time_of_frame(ia)) / 1e6)

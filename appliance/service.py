@@ -112,7 +112,8 @@ class Daemon:
 
     def _fault(self, req: dict) -> dict:
         """Fault injection for tests and benchmarks (only with BACKTRACK_FAULTS=1): stall the
-        writer once (an underrun), or freeze it (a hung audio path)."""
+        writer once (an underrun), or freeze it (a hung audio path); on a peer, cut its
+        network, simulate the heartbeat wire, or hold a follower from joining the song."""
         w = self.engine.writer
         if "stall_ms" in req:
             w.stall_s = float(req["stall_ms"]) / 1000
@@ -122,6 +123,8 @@ class Daemon:
             self.peer.network_muted = not bool(req["network"])  # a cut cable
         if "wire" in req and self.peer is not None:
             self.peer.simulate_wire(bool(req["wire"]))
+        if "join" in req and self.peer is not None:
+            self.peer.hold_join = not bool(req["join"])  # a follower still joining
         return {"ok": True, "state": self.status()}
 
     def status(self) -> dict:

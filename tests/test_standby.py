@@ -166,6 +166,48 @@ def test_leader_losing_its_device_hands_over_at_once(jack_audio_factory, tmp_pat
     assert took < 3.0
 
 
+def test_takeover_before_joining_the_song_plays_it_on(jack_audio_factory, tmp_path):
+    """The leader falls silent a moment after `play`, before the follower has joined the
+    song (held back here): the follower must take over playing that song where the leader
+    is, not lead from "cued", which would stop the show (and the old leader, back on the
+    network, would follow that stop)."""
+    ja = jack_audio_factory(seconds=30)
+    jb = jack_audio_factory(seconds=30)
+    sa, sb, _key, _ = pair(tmp_path)
+    exp = sa.expected(0)
+    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b, judged(ja, jb):
+        wait_for(lambda: status(a)["role"] == "leader", timeout=5)
+        wait_for(lambda: status(b)["peer"]["offset_us"] is not None, timeout=5)
+        b.ctl({"cmd": "_fault", "join": False})
+        a.ctl("play")
+        time.sleep(1.0)
+        assert status(b)["state"] == "cued"  # it heard the leader play, and did not join
+        a.ctl({"cmd": "_fault", "network": False})  # the leader falls silent
+        wait_for(lambda: status(b)["role"] == "leader", timeout=3)
+        time.sleep(0.5)
+        sbs = status(b)
+        a.ctl({"cmd": "_fault", "network": True})  # back: it follows the higher term
+        wait_for(lambda: status(a)["role"] == "follower", timeout=3)
+        time.sleep(1.0)
+        sas = status(a)
+    ra, rb = ja.stop(), jb.stop()
+    assert sbs["state"] == "playing" and sbs["song"] == 1, sbs
+    assert sas["state"] == "playing" and sas["song"] == 1, sas  # the show went on
+    assert "not joined yet" in b.log()
+    with judged(ra, rb):
+        # B's song frame half a second after it was first heard, against when A (still
+        # playing on its own behind the cut) played the same frame
+        ib = rb.first_nonsilent() + RATE // 2
+        fb = song_frame_of(rb.audio, exp, ib)
+        assert fb is not None, "B's audio is not the song"
+        ia = find_frame(ra.audio, exp, fb)
+        assert ia is not None
+        err_ms = (rb.schedule_time_of_frame(ib) - ra.schedule_time_of_frame(ia)) / 1e6
+        print(f"B played song frame {fb} {err_ms:+.2f} ms from when A played it")
+        assert abs(err_ms) < 40, f"B took over {err_ms:.1f} ms off the leader"
+        assert not mismatches(rb, exp[fb:fb + RATE // 2], ib)
+
+
 def test_partition_with_live_heartbeat_wire_causes_no_takeover(jack_audio_factory, tmp_path):
     ja = jack_audio_factory(seconds=30)
     jb = jack_audio_factory(seconds=30)

@@ -91,6 +91,7 @@ class PeerNode(threading.Thread):
         self.deduper = PressDeduper()
         self.running = True
         self.leader_state: wire.State | None = None
+        self.leader_state_from = 0  # the unit that sent leader_state
         self.leader_seen_ns = 0
         self.last_state_sent = 0
         self.last_ping = 0
@@ -101,6 +102,7 @@ class PeerNode(threading.Thread):
         self._last_under = 0
         self._change = threading.Event()
         self.network_muted = False  # fault injection: a partitioned network
+        self.hold_join = False  # fault injection: a follower that has not joined the song yet
         self.lock_error_frames: float | None = None
         self.wire_in = None
         self.wire_out = None
@@ -297,6 +299,7 @@ class PeerNode(threading.Thread):
             if self.roles.role != "leader" and env.sender == self.roles.leader_id:
                 self._leader_addr = addr
                 self.leader_state = p
+                self.leader_state_from = env.sender
                 self.leader_seen_ns = t_recv
                 self._follow(p, env.sender, t_recv)
         elif isinstance(p, wire.Ping):
@@ -328,7 +331,7 @@ class PeerNode(threading.Thread):
             self.lock_error_frames = None
             return
         est = self.offsets.get(leader)
-        if est is None or not est.ready or not self.dac.ready:
+        if est is None or not est.ready or not self.dac.ready or self.hold_join:
             return  # not yet able to say where the leader is
         cur = eng.transport.current
         d, song, frame, playing = eng.writer.last_segment()
@@ -350,11 +353,34 @@ class PeerNode(threading.Thread):
         elif k:
             eng.request_adjust(k)
 
-    def _seek(self, st: wire.State, est: OffsetEstimator, now: int) -> None:
+    def _seek(self, st: wire.State, est: OffsetEstimator | None, now: int) -> None:
+        """Play the leader's song where the leader will be SEEK_LEAD_S from now. Without a
+        clock offset yet, from the time its STATE arrived here (off by the network's
+        one-way delay and the leader's output latency: milliseconds)."""
         lead_ns = int(SEEK_LEAD_S * 1e9)
-        target = st.frame + (est.to_remote(now + lead_ns) - st.t_ns) * st.rate / 1e9
+        if est is not None and est.ready:
+            target = st.frame + (est.to_remote(now + lead_ns) - st.t_ns) * st.rate / 1e9
+        else:
+            target = st.frame + (now + lead_ns - self.leader_seen_ns) * st.rate / 1e9
         self.engine.seek(st.song, int(target))
         self.lock.reset()
+
+    def _carry_on(self, now: int) -> None:
+        """Taking over from a leader that was playing, while this unit had not joined its
+        song yet (the leader failed or fell silent within a moment of `play`, before the
+        first seek here): start that song where the leader would be now. Leading from
+        "cued" instead would stop the show, and the old leader, if it was only late, would
+        follow that stop."""
+        st = self.leader_state
+        if st is None or STATE_NAMES.get(st.state) != PLAYING or \
+                not 0 <= st.song < len(self.cfg.songs):
+            return
+        _d, song, _frame, playing = self.engine.writer.last_segment()
+        if self.engine.transport.current.state == PLAYING and song == st.song and playing:
+            return  # with the song already: the lock has it where it should be
+        log.warning("taking over a song not joined yet: song %d from where the leader was",
+                    st.song + 1)
+        self._seek(st, self.offsets.get(self.leader_state_from), now)
 
     def _healthy(self) -> bool:
         """A good successor: its device plays, it has the same show, and it is locked (or
@@ -402,6 +428,7 @@ class PeerNode(threading.Thread):
             if kind == "become_leader":
                 log.warning("taking over as leader (term %d)", self.roles.term)
                 self.failing_reason = ""
+                self._carry_on(time.monotonic_ns())
                 self._become_audible()
                 self.send_state()
             elif kind in ("step_down", "mute"):

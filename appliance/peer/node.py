@@ -333,13 +333,11 @@ class PeerNode(threading.Thread):
         est = self.offsets.get(leader)
         if est is None or not est.ready or not self.dac.ready or self.hold_join:
             return  # not yet able to say where the leader is
-        cur = eng.transport.current
-        d, song, frame, playing = eng.writer.last_segment()
-        # our own song from the writer's segment, not the transport (which learns of a
-        # gapless song change a moment later)
-        if cur.state != PLAYING or song != st.song or not playing:
+        seg = eng.writer.last_segment()
+        if not self._playing_song(seg, st.song):
             self._seek(st, est, now)
             return
+        d, _song, frame, _playing = seg
         if eng.writer.adjust_request or eng.writer._nhist <= eng.writer.adjust_row + 1:
             return  # the last correction has not shown yet
         t_local = self.dac.time_of(d)
@@ -352,6 +350,13 @@ class PeerNode(threading.Thread):
             self._seek(st, est, now)
         elif k:
             eng.request_adjust(k)
+
+    def _playing_song(self, segment: tuple[int, int, int, bool], song: int) -> bool:
+        """Whether this unit plays `song` now, by the writer's newest `segment`
+        (Writer.last_segment), not only by the transport (which learns of a gapless song
+        change a moment later)."""
+        _d, seg_song, _frame, playing = segment
+        return self.engine.transport.current.state == PLAYING and seg_song == song and playing
 
     def _seek(self, st: wire.State, est: OffsetEstimator | None, now: int) -> None:
         """Play the leader's song where the leader will be SEEK_LEAD_S from now. Without a
@@ -375,8 +380,7 @@ class PeerNode(threading.Thread):
         if st is None or STATE_NAMES.get(st.state) != PLAYING or \
                 not 0 <= st.song < len(self.cfg.songs):
             return
-        _d, song, _frame, playing = self.engine.writer.last_segment()
-        if self.engine.transport.current.state == PLAYING and song == st.song and playing:
+        if self._playing_song(self.engine.writer.last_segment(), st.song):
             return  # with the song already: the lock has it where it should be
         log.warning("taking over a song not joined yet: song %d from where the leader was",
                     st.song + 1)

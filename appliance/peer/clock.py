@@ -311,10 +311,7 @@ class DacClock:
             slope = self._kept_slope
             m = n - found
             if found and m >= self.CHAIN_SAMPLES:
-                pts = list(self._pts)[:m]
-                xr, yr = pts[0]
-                slope = self._clamped(_hull_slope([(float(x - xr), float(y - yr))
-                                                   for x, y in pts]))
+                slope = self._fitted_slope(list(self._pts)[:m])
         elif n >= self.slope_samples:
             slope = self._solve()[3]
         if slope is None and self.nominal_hz:
@@ -393,17 +390,18 @@ class DacClock:
                 raise RuntimeError("one DAC sample and no nominal rate: no line yet")
             b = 1e9 / self.nominal_hz
         else:
-            b = self._clamped(_hull_slope([(float(x - xr), float(y - yr)) for x, y in pts]))
+            b = self._fitted_slope(pts)
         # intercept: the lowest point under slope b (lower envelope)
         a = min((y - yr) - b * (x - xr) for x, y in pts)
         self._fit = (xr, yr, a, b)
         self._since_fit = 0
         return self._fit
 
-
-    def _clamped(self, b: float) -> float:
-        """No working card is MAX_PPM off its nominal rate: a fit that says so is a fit of
-        too few points."""
+    def _fitted_slope(self, pts) -> float:
+        """The hull slope of `pts` (stored (frame, time) points), clamped: no working card
+        is MAX_PPM off its nominal rate, so a fit that says so is a fit of too few points."""
+        xr, yr = pts[0]
+        b = _hull_slope([(float(x - xr), float(y - yr)) for x, y in pts])
         if not self.nominal_hz:
             return b
         nominal = 1e9 / self.nominal_hz

@@ -328,14 +328,18 @@ class Recording:
             raise ValueError("need at least two xrun-free blocks")
         return num / den
 
+    def missed_frames(self) -> np.ndarray:
+        """Frames the recorder did not see between block k and k + 1 (from JACK frame
+        times; 0 where it saw every cycle)."""
+        d = np.diff(self.block_jack_frames.astype(np.int64)) & 0xFFFFFFFF  # wraps at 2**32
+        return d - np.diff(self.block_frames.astype(np.int64))
+
     def missed_cycles(self) -> int:
         """Cycles the recorder did not see (from JACK frame times), 0 in a clean run."""
-        jf = self.block_jack_frames
-        if len(jf) < 2:
+        if len(self.block_jack_frames) < 2:
             return 0
-        d = np.diff(jf.astype(np.int64)) & 0xFFFFFFFF  # jack_nframes_t wraps at 2**32
         bs = np.diff(self.block_frames)
-        return int(((d - bs) // np.maximum(bs, 1)).clip(min=0).sum())
+        return int((self.missed_frames() // np.maximum(bs, 1)).clip(min=0).sum())
 
     def disturbance(self) -> str:
         """What the harness itself reports went wrong in this recording ("" for a clean

@@ -131,8 +131,7 @@ def trace(rec, exp: np.ndarray, start: int, *, atol: float = 0.0) -> Trace:
         return np.array_equal(a, b) if atol == 0 else bool(np.allclose(a, b, rtol=0, atol=atol))
 
     bf = rec.block_frames.astype(np.int64)
-    jf = rec.block_jack_frames.astype(np.int64)
-    gaps = (np.diff(jf) & 0xFFFFFFFF) - np.diff(bf)
+    gaps = rec.missed_frames()
     period = int(np.median(np.diff(bf))) if len(bf) > 1 else 256
     cuts = [(int(bf[k + 1]), int(gaps[k])) for k in np.flatnonzero(gaps > 0)
             if bf[k + 1] > start]

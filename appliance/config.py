@@ -166,15 +166,16 @@ class MidiConfig:
 @dataclass(frozen=True)
 class PeerConfig:
     role: str = "leader"
-    priority: int = 1
+    priority: int = 1                # takeover order among followers, 1 first
+    id: int | None = None            # unit id on the wire; None: a random one per start
     listen: str = "0.0.0.0:47800"
     peers: tuple[str, ...] = ()
     key_file: Path | None = None
     mode: str = "unmute"
     pilot_output: int | None = None  # 0-based device channel
     pilot_hz: float = 1000.0
-    timeout_ms: float = 60.0
-    heartbeat_ms: float = 5.0        # STATE every this often (and at once on a change)
+    timeout_ms: float | None = None  # None ("auto"): learned from the link (peer.detector)
+    heartbeat_ms: float = 2.0        # STATE every this often (and at once on a change)
     heartbeat_out_pin: int | None = None
     heartbeat_in_pin: int | None = None
 
@@ -585,9 +586,39 @@ def _hostport(r: NodeReader, node: yaml.Node | None, key: str) -> str | None:
     return text
 
 
+def _names_itself(peer: str, listen: str) -> bool:
+    """Whether `peer` (host:port) is this unit's own `listen` address: a copied config that
+    sends its heartbeats to itself protects nothing."""
+    host, _, port = peer.rpartition(":")
+    lhost, _, lport = listen.rpartition(":")
+    host, lhost = host.strip("[]").lower(), lhost.strip("[]").lower()
+    if port != lport:
+        return False
+    if host == lhost or host in ("localhost", "::1") or host.startswith("127."):
+        return True
+    return lhost in ("0.0.0.0", "::", "") and _is_local_address(host)
+
+
+def _is_local_address(host: str) -> bool:
+    """Whether `host` (a numeric address) belongs to this machine: binding to it works only
+    then. No name lookup and no traffic, so a venue without DNS does not slow start-up."""
+    import ipaddress
+    import socket
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return False  # a host name: not resolved here
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((host, 0))
+        except OSError:
+            return False
+    return True
+
+
 def _peer(r: NodeReader, node: yaml.Node | None, base: Path, device: Device) -> PeerConfig | None:
-    p = r.mapping(node, "peer", ("role", "priority", "listen", "peers", "key_file", "mode",
-                                 "pilot", "timeout_ms", "heartbeat_ms", "heartbeat"),
+    p = r.mapping(node, "peer", ("role", "priority", "id", "listen", "peers", "key_file",
+                                 "mode", "pilot", "timeout_ms", "heartbeat_ms", "heartbeat"),
                   required=("role", "key_file"))
     if p is None:
         return None
@@ -613,17 +644,31 @@ def _peer(r: NodeReader, node: yaml.Node | None, base: Path, device: Device) -> 
     if hb:
         hb_out = _pin(r, hb.get("out_pin"), "peer.heartbeat.out_pin")
         hb_in = _pin(r, hb.get("in_pin"), "peer.heartbeat.in_pin")
+    role = r.text(p.get("role"), "peer.role", choices=("leader", "follower")) or d.role
+    if role == "follower" and "priority" not in p:
+        r.warn(node, "peer.priority", "not set on a follower: it defaults to 1; with two or "
+               "more followers give each its own (1 takes over first, then 2, ...)")
+    listen = _hostport(r, p.get("listen"), "peer.listen") or d.listen
+    for i, hp in enumerate(peers):
+        if _names_itself(hp, listen):
+            r.warn(r.sequence(p.get("peers"), "peer.peers")[i], f"peer.peers[{i}]",
+                   f"'{hp}' is this unit's own listen address ({listen}): name the other "
+                   "units here")
+    timeout_ms = None
+    tnode = p.get("timeout_ms")
+    if not (isinstance(tnode, yaml.ScalarNode) and tnode.value == "auto"):
+        timeout_ms = r.number(tnode, "peer.timeout_ms", 5, 5000, default=None)
     return PeerConfig(
-        role=r.text(p.get("role"), "peer.role", choices=("leader", "follower")) or d.role,
+        role=role,
         priority=r.integer(p.get("priority"), "peer.priority", 1, 99, default=1) or 1,
-        listen=_hostport(r, p.get("listen"), "peer.listen") or d.listen,
+        id=r.integer(p.get("id"), "peer.id", 1, 65535, default=None),
+        listen=listen,
         peers=tuple(peers),
         key_file=_resolve(base, key_file) if key_file else None,
         mode=mode or "unmute",
         pilot_output=pilot_output,
         pilot_hz=pilot_hz or d.pilot_hz,
-        timeout_ms=r.number(p.get("timeout_ms"), "peer.timeout_ms", 5, 5000,
-                            default=d.timeout_ms) or d.timeout_ms,
+        timeout_ms=timeout_ms,
         heartbeat_ms=r.number(p.get("heartbeat_ms"), "peer.heartbeat_ms", 1, 10,
                               default=d.heartbeat_ms) or d.heartbeat_ms,
         heartbeat_out_pin=hb_out,

@@ -13,7 +13,8 @@ from appliance.controls.led import PATTERNS, StatusLed, led_state, steps_for
 from tests.showkit import make_show
 from tests.test_gpio import inproc, mock_pins, wait_for, wait_state  # noqa: F401 - fixtures
 
-STATES = ("starting", "ready", "playing", "paused", "stopped", "standby", "error")
+STATES = ("starting", "ready", "playing", "paused", "stopped", "standby", "unprotected",
+          "error")
 
 
 class FakeEngine:
@@ -27,7 +28,7 @@ class FakeEngine:
 
 
 def fake_daemon():
-    return SimpleNamespace(engine=FakeEngine(), role="leader")
+    return SimpleNamespace(engine=FakeEngine(), role="leader", peer=None)
 
 
 def set_state(d, state: str) -> None:
@@ -36,12 +37,16 @@ def set_state(d, state: str) -> None:
     e.writer.periods_done = 0 if state == "starting" else 10
     e.st = SimpleNamespace(state="cued", device="ok", problems=[], duration=3.0)
     d.role = "leader"
+    d.peer = None
     if state in ("playing", "paused", "stopped"):
         e.st.state = state
     elif state == "standby":
         d.role = "follower"
     elif state == "error":
         e.st.device = "device lost: No such device"
+    elif state == "unprotected":
+        d.role = "follower"
+        d.peer = SimpleNamespace(protected=False)  # what PeerNode.protected reports
     for fn in list(e.listeners):
         fn("state", e)
 
@@ -104,6 +109,12 @@ def test_led_state_priorities():
     assert led_state("cued", True, False, "leader", True) == "ready"
     assert led_state("stopped", True, False, "leader", True) == "stopped"
     assert led_state("cued", True, False, "starting", True) == "starting"    # peer listening
+    # a pair that does not protect says so on leader and follower alike, below trouble
+    assert led_state("playing", True, False, "leader", True, False) == "unprotected"
+    assert led_state("cued", True, False, "follower", True, False) == "unprotected"
+    assert led_state("cued", True, False, "follower", True, True) == "standby"
+    assert led_state("playing", True, False, "leader", True, True) == "playing"
+    assert led_state("cued", False, False, "follower", True, False) == "error"
 
 
 # -- gpiozero mock pins -------------------------------------------------------------------------

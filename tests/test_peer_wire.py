@@ -61,6 +61,8 @@ PAYLOADS = [
     Failing(term=9, reason="USB device gone"),
     Failing(term=0, reason=""),
     Follower(term=4, lock_error_ns=-12_345, locked=True, priority=1),
+    Follower(term=5, lock_error_ns=7, locked=False, priority=2,
+             why_not=wire.NO_DEVICE | wire.NOT_LOCKED | wire.KEY_MISMATCH),
     Follower(term=U64, lock_error_ns=I64[0], locked=False, priority=65535),
 ]
 
@@ -176,7 +178,7 @@ def _signed(kind: Kind, body: bytes) -> bytes:
 
 @pytest.mark.parametrize("kind,body", [
     (Kind.STATE, bytes(14) + b"\x04" + bytes(28)),                      # state 4
-    (Kind.FOLLOWER, bytes(16) + b"\x02" + bytes(2)),                     # locked 2
+    (Kind.FOLLOWER, bytes(16) + b"\x80" + bytes(2)),                     # unknown why_not bit
     (Kind.COMMAND, bytes(8) + b"\x00" + bytes(32)),                      # empty action
     (Kind.COMMAND, bytes(8) + b"\x21" + b"a" * 32),                      # length 33 > 32
     (Kind.COMMAND, bytes(8) + b"\x01" + b"ab" + bytes(30)),              # junk in padding

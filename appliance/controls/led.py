@@ -59,6 +59,10 @@ PATTERNS: dict[str, Pattern] = {
                        ((1.0, 0.1), (0.0, 1.9))),
     "standby": Pattern("hot-standby follower, locked and ready to take over", CYAN,
                        ((0.15, 0.0),), onoff=_flash(2, 0.1, 0.2, 1.6)),
+    "unprotected": Pattern("a unit of a hot-standby pair, and the show is NOT protected: no "
+                           "follower locked and ready to take over (leader and follower alike; "
+                           "`backtrack ctl status` says why: peer.why_not)", AMBER,
+                           ((1.0, 1.2), (0.0, 0.15), (1.0, 0.15), (0.0, 0.5))),
     "error": Pattern("trouble: the sound card is lost, or a stem of this song is missing "
                      "or unreadable (see `backtrack ctl status`)", RED,
                      _flash(3, 0.07, 0.07, 0.8)),
@@ -69,16 +73,19 @@ _TRANSPORT_TO_LED = {"playing": "playing", "paused": "paused", "stopped": "stopp
 
 
 def led_state(transport_state: str, device_ok: bool, problems: bool, role: str,
-              started: bool) -> str:
-    """Trouble first (it is what the band must see), then standby, then the transport.
-    `problems` are those of the song at hand (cued, playing, paused); once the set has ended
-    no song is at hand."""
+              started: bool, protected: bool | None = None) -> str:
+    """Trouble first (it is what the band must see), then a pair that does not protect,
+    then standby, then the transport. `problems` are those of the song at hand (cued,
+    playing, paused); once the set has ended no song is at hand. `protected`: None on a
+    unit without a peer."""
     if not started:
         return "starting"
     if not device_ok or (problems and transport_state != "stopped"):
         return "error"
     if role == "starting":      # a peer listening for a leader before it may be heard
         return "starting"
+    if protected is False:
+        return "unprotected"
     if role in SILENT_ROLES:
         return "standby"
     return _TRANSPORT_TO_LED.get(transport_state, "ready")
@@ -137,8 +144,10 @@ class StatusLed(threading.Thread):
             loaded = st.duration > 0 or bool(st.problems)
             self._is_up = (getattr(engine.writer, "periods_done", 1) > 0 and loaded
                              or time.monotonic() - self.t_start > STARTING_MAX_S)
+        peer = getattr(self.daemon_, "peer", None)
         return led_state(st.state, st.device == "ok", bool(st.problems),
-                         getattr(self.daemon_, "role", "leader"), self._is_up)
+                         getattr(self.daemon_, "role", "leader"), self._is_up,
+                         peer.protected if peer is not None else None)
 
     def run(self) -> None:
         cfg = getattr(self.daemon_.engine, "cfg", None)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import select
 import threading
 import time
@@ -30,6 +31,8 @@ from ..transport import CUED, PAUSED, PLAYING, STOPPED
 from . import udp, wire
 from .clock import DacClock, LockController, OffsetEstimator
 from .dedupe import PressDeduper
+from .detector import FailureDetector
+from .protection import Facts, Reporter, assess
 from .roles import Roles
 
 log = logging.getLogger("backtrack.peer")
@@ -42,7 +45,11 @@ SEEK_LEAD_S = 0.02      # seek this far ahead: the start lands a little behind, 
                         # forward (skipping decoded frames) is instant
 STORM_UNDERRUNS = 3     # underruns within STORM_WINDOW make the leader announce failure
 STORM_WINDOW_NS = 2_000_000_000
-LISTEN_FIRST = 4        # a configured leader listens this many timeouts before it claims
+START_TIMEOUT_NS = 60_000_000    # auto timeout until the detector has learned the link
+FLOOR_NS = 10_000_000           # auto timeout never below this (scheduling on two units)
+CEILING_NS = 250_000_000        # nor above this: a dead leader is replaced within a beat
+LATELY_NS = 2_000_000_000       # an id clash or bad HMACs this recent count as present
+LOCK_GRACE_NS = 5_000_000_000   # a follower joining a song is "not locked" only after this
 
 
 def setlist_hash(cfg: Config) -> int:
@@ -71,15 +78,28 @@ class PeerNode(threading.Thread):
         self.on_role = on_role
         self.act_locally = act_locally
         self.key = wire.load_key(pc.key_file)
-        self.id = pc.priority
+        # The unit id on the wire is not the priority (two units left at priority 1 would
+        # share it and never protect each other): configured, or random per start and
+        # picked again if a twin shows up (`_watch_ids`).
+        self.id = pc.id if pc.id is not None else self._random_id()
         self.boot = wire.new_boot_id()
         self.seq = 0
         self.guard = wire.ReplayGuard()
         self.counters = wire.Counters()
-        self.timeout_ns = int(pc.timeout_ms * 1e6)
         self.heartbeat_ns = int(pc.heartbeat_ms * 1e6)
-        self.roles = Roles(self.id, pc.priority, pc.role, self.timeout_ns)
-        self.setlist = setlist_hash(cfg)
+        fixed = int(pc.timeout_ms * 1e6) if pc.timeout_ms is not None else None
+        self.detector = FailureDetector(
+            floor_ns=fixed or max(FLOOR_NS, 5 * self.heartbeat_ns),
+            ceiling_ns=fixed or CEILING_NS, start_ns=fixed or START_TIMEOUT_NS)
+        self.roles = Roles(self.id, pc.priority, pc.role, self.detector.timeout_ns,
+                           follower_live_ns=3 * FOLLOWER_EVERY_NS)
+        self.protection = Reporter()
+        self._clash_ns = self._hmac_ns = -LATELY_NS
+        self._clash_seen = self._hmac_seen = 0
+        self._clash_detail = ""
+        self._hmac_lately = 0
+        self._unlocked_since: int | None = None
+        self._followers_seen = False
         self.rate = cfg.device.rate
         self.dac = DacClock(nominal_hz=self.rate)
         self._clk_seen = 0
@@ -155,7 +175,23 @@ class PeerNode(threading.Thread):
         threading.Thread(target=toggle, name="wire-sim", daemon=True).start()
 
     def wire_alive(self, now: int) -> bool:
-        return self.wire_in is not None and now - self.wire_last_edge < self.timeout_ns
+        return self.wire_in is not None and now - self.wire_last_edge < self.roles.timeout_ns
+
+    @property
+    def setlist(self) -> int:
+        """The hash of the show the engine plays now: after a reload (SIGHUP) that changed
+        the setlist, the new one, from the moment the engine took it."""
+        cfg = self.engine.cfg
+        if cfg is not self._hashed_cfg:
+            self._hashed_cfg, self._setlist = cfg, setlist_hash(cfg)
+        return self._setlist
+
+    _hashed_cfg: Config | None = None
+    _setlist = 0
+
+    @staticmethod
+    def _random_id() -> int:
+        return 1 + secrets.randbelow(0xFFFF)
 
     # ---- sending ---------------------------------------------------------------------------
     def _send(self, payload: wire.Payload, to: list[tuple[str, int]] | None = None) -> None:
@@ -241,8 +277,11 @@ class PeerNode(threading.Thread):
         now = time.monotonic_ns()
         self._feed_dac_clock()
         self._watch_health(now)
+        self._watch_ids(now)
         self.roles.healthy = self._healthy()
         self.roles.device_ok = self.engine.writer.device_ok
+        self.roles.timeout_ns = self.detector.timeout_ns
+        self._assess(now)
         wire_alive = self.wire_alive(now) if self.wire_in is not None else None
         self._apply(self.roles.tick(now, heartbeat_wire_alive=wire_alive))
         if self.roles.role == "leader":
@@ -265,7 +304,8 @@ class PeerNode(threading.Thread):
                 self._send(wire.Follower(
                     term=self.roles.term,
                     lock_error_ns=int((err or 0) * 1e9 / self.rate),
-                    locked=self.roles.healthy, priority=self.pc.priority))
+                    locked=self.roles.healthy, priority=self.pc.priority,
+                    why_not=self._why_not_bits(now)))
 
     def _receive_all(self) -> None:
         for _ in range(64):
@@ -289,7 +329,12 @@ class PeerNode(threading.Thread):
             # A leader with another show is still a live leader: treating it as silent
             # would make this unit take over and both would be heard. Follow nobody, stay
             # silent, and say so (unhealthy: not a successor either).
+            leader_before = self.roles.leader_id
             self.roles.on_state(env.sender, p.term, t_recv, failing=p.failing)
+            if env.sender == self.roles.leader_id:
+                if leader_before != env.sender:
+                    self.detector.reset()  # the gap to a new leader says nothing of the link
+                self.detector.heard(t_recv)
             if p.setlist != self.setlist:
                 if not self.refused_setlist:
                     log.error("unit %d plays a different setlist: not following it", env.sender)
@@ -317,13 +362,15 @@ class PeerNode(threading.Thread):
         elif isinstance(p, wire.Failing):
             self.roles.on_failing(env.sender, p.term, t_recv)
         elif isinstance(p, wire.Follower):
-            self.roles.on_follower(env.sender, p.priority, p.locked, t_recv, term=p.term)
+            self._followers_seen = True
+            self.roles.on_follower(env.sender, p.priority, p.locked, t_recv, term=p.term,
+                                   why_not=p.why_not)
 
     # ---- follower: play what the leader plays, where it plays it ---------------------------
     def _follow(self, st: wire.State, leader: int, now: int) -> None:
         eng = self.engine
         state = STATE_NAMES.get(st.state, STOPPED)
-        if not 0 <= st.song < len(self.cfg.songs):
+        if not 0 <= st.song < len(self.engine.cfg.songs):
             return
         if state != PLAYING:
             eng.mirror(state, st.song)
@@ -378,7 +425,7 @@ class PeerNode(threading.Thread):
         follow that stop."""
         st = self.leader_state
         if st is None or STATE_NAMES.get(st.state) != PLAYING or \
-                not 0 <= st.song < len(self.cfg.songs):
+                not 0 <= st.song < len(self.engine.cfg.songs):
             return
         if self._playing_song(self.engine.writer.last_segment(), st.song):
             return  # with the song already: the lock has it where it should be
@@ -424,6 +471,81 @@ class PeerNode(threading.Thread):
         if len(self._under_marks) >= STORM_UNDERRUNS:
             self.announce_failing(f"{len(self._under_marks)} underruns in "
                                   f"{STORM_WINDOW_NS / 1e9:.0f} s")
+
+    # ---- is the show protected? -------------------------------------------------------------
+    def _watch_ids(self, now: int) -> None:
+        """A twin with our unit id, or a unit with another key: both leave the pair unable to
+        protect the show, so each is noticed here (from the wire's drop counters) and named
+        in status. A random id is simply picked again; a configured one stays and is
+        reported until someone fixes the config."""
+        clashes = self.counters["id-clash"]
+        if clashes != self._clash_seen:
+            self._clash_seen, self._clash_ns = clashes, now
+            old = self.id
+            if self.pc.id is None and self.roles.role != "leader":
+                self.id = self._random_id()
+                self.roles.rename(self.id)
+                log.warning("another unit used unit id %d: this unit is now id %d", old,
+                            self.id)
+                self._clash_detail = ""
+            else:
+                self._clash_detail = (f"another unit uses unit id {old} (give each unit its own "
+                                      "peer.id, or leave peer.id out on all)")
+        hmac = self.counters["hmac"]
+        if hmac != self._hmac_seen:
+            self._hmac_seen, self._hmac_ns = hmac, now
+            self._hmac_lately = hmac
+
+    def _lock_fact(self, now: int) -> bool | None:
+        """None: nothing to lock to; else locked, with a grace while joining a song."""
+        st = self.leader_state
+        if self.roles.role != "follower" or st is None or st.state != STATE_CODES[PLAYING]:
+            self._unlocked_since = None
+            return None
+        if self.lock.locked:
+            self._unlocked_since = None
+            return True
+        if self._unlocked_since is None:
+            self._unlocked_since = now
+        return now - self._unlocked_since < LOCK_GRACE_NS
+
+    def _why_not_bits(self, now: int) -> int:
+        bits = 0
+        if not self.engine.writer.device_ok:
+            bits |= wire.NO_DEVICE
+        if self.refused_setlist:
+            bits |= wire.SETLIST_MISMATCH
+        if self._lock_fact(now) is False:
+            bits |= wire.NOT_LOCKED
+        if now - self._clash_ns < LATELY_NS and self._clash_detail:
+            bits |= wire.ID_CLASH
+        if now - self._hmac_ns < LATELY_NS:
+            bits |= wire.KEY_MISMATCH
+        return bits
+
+    def _assess(self, now: int) -> None:
+        r = self.roles
+        facts = Facts(
+            role=r.role, heard_peer=self.counters.accepted > 0,
+            leader_alive=r.leader_id is not None and self.leader_seen_ns > 0
+            and now - self.leader_seen_ns < CEILING_NS and r.leader_id != self.id,
+            device_ok=self.engine.writer.device_ok, locked=self._lock_fact(now),
+            setlist_mismatch=self.refused_setlist,
+            id_clash=self._clash_detail if now - self._clash_ns < LATELY_NS else "",
+            key_mismatch=self._hmac_lately if now - self._hmac_ns < LATELY_NS else 0,
+            followers=tuple(r.live_followers(now)) if r.role == "leader" else (),
+            followers_seen=self._followers_seen)
+        if self.protection.update(assess(facts), now):
+            why = self.protection.why_not
+            if why:
+                log.warning("show NOT protected: %s", "; ".join(why))
+            else:
+                log.info("show protected: %s", "a follower is locked and ready to take over"
+                         if r.role == "leader" else "locked to the leader, ready to take over")
+
+    @property
+    def protected(self) -> bool | None:
+        return self.protection.protected
 
     # ---- role changes ----------------------------------------------------------------------
     def _apply(self, actions) -> None:
@@ -483,6 +605,12 @@ class PeerNode(threading.Thread):
             "failing": self.failing_reason or None,
             "wire": None if self.wire_in is None else self.wire_alive(now),
             "setlist_mismatch": self.refused_setlist,
+            "protected": self.protection.protected,
+            "why_not": list(self.protection.why_not or ()),
+            "timeout_ms": round(self.roles.timeout_ns / 1e6, 1),
+            "detector": self.detector.status(),
+            "id_configured": self.pc.id is not None,
+            "priority": self.pc.priority,
             "packets": self.counters.as_dict(),
         }
 

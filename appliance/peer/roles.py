@@ -15,7 +15,8 @@ Rules, and why:
   become leader again only by the ordinary takeover below, when the leader it follows
   fails.
 - Takeover. A follower takes over when the leader's heartbeat (STATE) has been silent for
-  a timeout, or at once when the leader announced FAILING (device gone, xrun storm). It
+  a timeout (`timeout_ns`, which the caller may change between ticks: the node sets it from
+  a detector that learns the link, appliance.peer.detector), or at once when the leader announced FAILING (device gone, xrun storm). It
   raises the term to one above the highest it has seen, becomes leader and audible.
 - Order among followers, without any voting: followers announce themselves (FOLLOWER:
   priority, healthy), and a follower's rank is the number of live followers that come
@@ -66,6 +67,7 @@ class _Peer:
     priority: int
     healthy: bool
     last_ns: int
+    why_not: int = 0
 
 
 class Roles:
@@ -152,7 +154,7 @@ class Roles:
             self._failing_since = now_ns
 
     def on_follower(self, sender: int, priority: int, healthy: bool, now_ns: int,
-                    term: int | None = None) -> None:
+                    term: int | None = None, why_not: int = 0) -> None:
         """A FOLLOWER announcement: who else could take over, in which order. Its `term`
         (optional) only raises the term a takeover will use, so a new term is never one
         that some leader somewhere already holds."""
@@ -161,10 +163,18 @@ class Roles:
             return
         if term is not None:
             self._max_term = max(self._max_term, term)
-        self._followers[sender] = _Peer(priority, healthy, now_ns)
+        self._followers[sender] = _Peer(priority, healthy, now_ns, why_not)
         if len(self._followers) > MAX_PEERS:
             oldest = min(self._followers, key=lambda k: self._followers[k].last_ns)
             del self._followers[oldest]
+
+    def rename(self, new_id: int) -> None:
+        """Take another unit id (this unit found a twin with its id). Never while leading:
+        followers know the leader by its id, so the twin that follows renames instead."""
+        if self.role == LEADER:
+            raise ValueError("a leader keeps its id")
+        self._followers.pop(new_id, None)
+        self.my_id = new_id
 
     # ----------------------------------------------------------------------------------------
     # time
@@ -216,6 +226,14 @@ class Roles:
             if (not p.healthy, p.priority, pid) < mine:
                 n += 1
         return n
+
+    def live_followers(self, now_ns: int) -> list[tuple[int, int]]:
+        """(unit id, why_not bits) of every follower announced within `follower_live_ns`,
+        in takeover order (for the protection assessment)."""
+        live = [(not p.healthy, p.priority, pid, p.why_not) for pid, p in self._followers.items()
+                if now_ns - p.last_ns <= self.follower_live_ns and pid != self.leader_id
+                and pid != self.my_id]
+        return [(pid, why) for _h, _p, pid, why in sorted(live)]
 
     def status(self, now_ns: int) -> dict[str, object]:
         """For `backtrack ctl status`: enough to see who leads and why."""

@@ -152,16 +152,25 @@ class Failing:
     reason: str
 
 
+# Why a follower is not ready to take over, sent in FOLLOWER so the leader can say it too
+# (the leader cannot see its follower's card or lock); bits of the `locked` byte above bit 0.
+NO_DEVICE, SETLIST_MISMATCH, NOT_LOCKED, ID_CLASH, KEY_MISMATCH = 1, 2, 4, 8, 16
+WHY_NOT = {NO_DEVICE: "follower without a device", SETLIST_MISMATCH: "setlist mismatch",
+           NOT_LOCKED: "follower not locked", ID_CLASH: "id clash",
+           KEY_MISMATCH: "key mismatch"}
+
+
 @dataclass(frozen=True)
 class Follower:
     """A follower announces itself: the takeover order needs to know who is alive, with
     which priority, and whether it is locked (a follower that is not locked is a worse
-    successor than one that is)."""
+    successor than one that is), and if not ready, why (`why_not`: bits above)."""
 
     term: int
     lock_error_ns: int
     locked: bool
     priority: int
+    why_not: int = 0
 
 
 Payload = State | Ping | Pong | Command | Failing | Follower
@@ -251,7 +260,10 @@ def _pack_payload(p: Payload) -> tuple[Kind, bytes]:
             n, raw = _pack_text(p.reason, REASON_MAX, cut=True)
             return kind, layout.pack(p.term, n, raw)
         assert isinstance(p, Follower)
-        return kind, layout.pack(p.term, p.lock_error_ns, 1 if p.locked else 0, p.priority)
+        if not 0 <= p.why_not < 128:
+            raise ValueError("Follower.why_not does not fit 7 bits")
+        return kind, layout.pack(p.term, p.lock_error_ns, (1 if p.locked else 0) | p.why_not << 1,
+                                 p.priority)
     except struct.error as e:
         raise ValueError(f"{type(p).__name__}: a field does not fit the wire format ({e})") from None
 
@@ -275,10 +287,10 @@ def _unpack_payload(kind: int, raw: bytes) -> Payload:
         return Command(v[0], action)
     if kind == Kind.FAILING:
         return Failing(v[0], _text(v[2], v[1], REASON_MAX))
-    term, err, locked, prio = v
-    if locked > 1:
-        raise WireError("payload", "locked is not 0/1")
-    return Follower(term, err, bool(locked), prio)
+    term, err, flags, prio = v
+    if flags >> 1 & ~sum(WHY_NOT):
+        raise WireError("payload", "unknown follower problem bits")
+    return Follower(term, err, bool(flags & 1), prio, flags >> 1)
 
 
 def encode(payload: Payload, *, sender: int, boot: int, seq: int, wall_ns: int,

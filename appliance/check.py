@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -240,9 +241,11 @@ def device_lines(path: Path) -> dict[str, int]:
 
 
 def build_report(cfg: Config, songs: list[SongFacts], device: DeviceFacts,
-                 device_at: dict[str, int] | None = None) -> dict[str, Any]:
+                 device_at: dict[str, int] | None = None,
+                 peer_key: str | None = None) -> dict[str, Any]:
     """The check's verdict from the gathered facts: a pure function (no I/O). `device_at`
-    maps device keys to config lines (from `device_lines`) for device problems."""
+    maps device keys to config lines (from `device_lines`) for device problems; `peer_key`
+    is what is wrong with the hot-standby key file (from `peer_key_problem`)."""
     rate = cfg.device.rate
     names: dict[int, list[str]] = {}
     for name, chans in cfg.outputs.items():
@@ -309,6 +312,9 @@ def build_report(cfg: Config, songs: list[SongFacts], device: DeviceFacts,
             "stems": stems_out, "problems": sp, "warnings": sw,
         })
     dev_out = _device_verdict(cfg, device, device_at or {}, problems, warnings)
+    if peer_key:
+        # `run` refuses to start the pair without it: an error, not a warning
+        problems.append(_problem(cfg, _line_of(cfg.path, "key_file"), "peer.key_file", peer_key))
     total = sum(s.frames for s in songs)
     return {
         "config": str(cfg.path),
@@ -445,6 +451,30 @@ def config_error_report(path: str, exc: ConfigError) -> dict[str, Any]:
 
 # -- CLI -----------------------------------------------------------------------------------
 
+def _line_of(path: Path, key: str) -> int:
+    """The first line of the config that sets `key` (0: not found), for a problem found
+    after loading."""
+    try:
+        for n, text in enumerate(Path(path).read_text(errors="replace").splitlines(), 1):
+            if re.search(rf"\b{re.escape(key)}\s*:", text):
+                return n
+    except OSError:
+        pass
+    return 0
+
+
+def peer_key_problem(cfg: Config) -> str | None:
+    """A missing, unreadable or too short peer key, as `run` would find it at start."""
+    if cfg.peer is None or cfg.peer.key_file is None:
+        return None
+    from .peer.wire import KeyFileError, load_key
+    try:
+        load_key(cfg.peer.key_file, warn=lambda _msg: None)
+    except KeyFileError as exc:
+        return str(exc)
+    return None
+
+
 def run_check(cfg: Config, probe_device_too: bool = True, progress=None) -> dict[str, Any]:
     songs = []
     for i in range(len(cfg.songs)):
@@ -458,7 +488,7 @@ def run_check(cfg: Config, probe_device_too: bool = True, progress=None) -> dict
             "rate": cfg.device.rate, "channels": cfg.device.channels,
             "format": cfg.device.format, "period": cfg.device.period,
             "periods": cfg.device.periods})
-    return build_report(cfg, songs, device, device_lines(cfg.path))
+    return build_report(cfg, songs, device, device_lines(cfg.path), peer_key_problem(cfg))
 
 
 def main(config: str, as_json: bool = False, probe_device: bool = True) -> int:

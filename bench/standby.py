@@ -3,11 +3,17 @@
 1. takeover: over N `kill -9`s of the leader mid-song, the gap between the leader's last
    sample and the follower's first audible one, and the follower's song position error
    at takeover (goals: gap <= 20 ms, position error <= 1 ms);
-2. alignment between the two units over M minutes, the follower's card 500 ppm fast
+   by default with the default config (no priority, timeout or heartbeat set: the
+   failure detector learns the link), else with a fixed --timeout-ms;
+2. lossy: false takeovers over M minutes of play with the units talking through a relay
+   that drops 5 % of the datagrams and delays each by 5 +/- 5 ms (tests.lossylink), then
+   a real kill (goal: 0 false takeovers, the kill taken over);
+3. alignment between the two units over M minutes, the follower's card 500 ppm fast
    (switcher mode, so both play), p50/p99/max (goal p99 <= 0.25 ms).
 
-Usage: python bench/standby.py [takeover|alignment ...] [--kills 20] [--minutes 10]
-[--period 128] [--timeout-ms 8] [--heartbeat-ms 2]. Prints; asserts nothing.
+Usage: python bench/standby.py [takeover|lossy|alignment ...] [--kills 20] [--minutes 10]
+[--period 128] [--timeout-ms 8] [--heartbeat-ms 2] [--loss 0.05] [--jitter-ms 5].
+Prints; asserts nothing.
 """
 
 from __future__ import annotations
@@ -30,11 +36,16 @@ from tests.showkit import wait_for as showkit_wait_for
 
 
 def make_pair(folder: Path, songs: int, seconds: float, mode: str, period: int,
-              timeout_ms: float, heartbeat_ms: float,
+              timeout_ms: float | None, heartbeat_ms: float | None,
               writer_cpus: tuple[str, str] = ("auto", "auto"),
+              peer_ports: tuple[int, int] | None = None,
+              listen_ports: tuple[int, int] | None = None,
               ) -> tuple[Show, Show, list[np.ndarray]]:
     """Two units' shows over the same stems: one mono noise stem per song (quantised so it
-    survives S32 exactly), 2 channels; song k's noise is seeded by k."""
+    survives S32 exactly), 2 channels; song k's noise is seeded by k. `timeout_ms` None:
+    the obvious config (no timeout, heartbeat or priority: the defaults). `peer_ports`:
+    what each unit names as its peer (a relay's sides), else the other unit; `listen_ports`:
+    where each listens (default: free ports)."""
     folder.mkdir(parents=True, exist_ok=True)
     key = folder / "peer.key"
     key.write_text(wire.generate_key())
@@ -50,8 +61,11 @@ def make_pair(folder: Path, songs: int, seconds: float, mode: str, period: int,
         after = "next" if i < songs - 1 else "stop"
         song_lines.append(f'  - {{title: "Song {i + 1}", after: {after}, stems: '
                           f"[{{file: ../song{i + 1}.wav, to: main}}]}}")
-    ports = free_port(), free_port()
-    shows = []
+    ports = listen_ports or (free_port(), free_port())
+    to = peer_ports or (ports[1], ports[0])
+    timing = "" if timeout_ms is None else (
+        f", timeout_ms: {timeout_ms}, heartbeat_ms: {heartbeat_ms}")
+    shows: list[Show] = []
     for u, (role, prio) in enumerate((("leader", 1), ("follower", 2))):
         d = folder / f"unit{u}"
         d.mkdir(exist_ok=True)
@@ -64,9 +78,9 @@ def make_pair(folder: Path, songs: int, seconds: float, mode: str, period: int,
             f'control: {{socket: "{sock}"}}',
             f"engine: {{writer_cpu: {writer_cpus[u]}}}",
             "songs:", *song_lines,
-            f"peer: {{role: {role}, priority: {prio}, listen: '127.0.0.1:{ports[u]}', "
-            f"peers: ['127.0.0.1:{ports[1 - u]}'], key_file: {key}, "
-            f"timeout_ms: {timeout_ms}, heartbeat_ms: {heartbeat_ms}, mode: {mode}{pilot}}}",
+            f"peer: {{role: {role}, listen: '127.0.0.1:{ports[u]}', "
+            + ("" if timeout_ms is None else f"priority: {prio}, ")
+            + f"peers: ['127.0.0.1:{to[u]}'], key_file: {key}{timing}, mode: {mode}{pilot}}}",
         ]) + "\n"
         cfg = d / "show.yaml"
         cfg.write_text(text)
@@ -107,8 +121,9 @@ class SongIndex:
         return None
 
 
-def bench_takeover(kills: int, period: int, timeout_ms: float, heartbeat_ms: float) -> None:
-    gaps, kill_gaps, errs, failures = [], [], [], 0
+def bench_takeover(kills: int, period: int, timeout_ms: float | None,
+                   heartbeat_ms: float | None) -> None:
+    gaps, kill_gaps, errs, failures, learned = [], [], [], 0, []
     for k in range(kills):
         ja = start_jack_audio(channels=2, period=period, seconds=20)
         jb = start_jack_audio(channels=2, period=period, seconds=20)
@@ -124,6 +139,7 @@ def bench_takeover(kills: int, period: int, timeout_ms: float, heartbeat_ms: flo
                     if not why and not wait_for(lambda: status(b)["peer"]["locked"], 8):
                         why = f"B did not lock: {status(b)['peer']}"
                     time.sleep(1.0 + 0.37 * (k % 5))
+                    learned.append(status(b)["peer"]["timeout_ms"])
                     t_kill = time.monotonic_ns()
                     a.proc.kill()
                     if not why and not wait_for(lambda: status(b)["role"] == "leader", 3):
@@ -166,14 +182,68 @@ def bench_takeover(kills: int, period: int, timeout_ms: float, heartbeat_ms: flo
             print(f"  kill {k + 1}: position error {signed:+.2f} ms; the harness moved A's "
                   f"cycles by {sa_ms:+.2f} ms before the kill, B's by {sb_ms:+.2f} ms around "
                   f"the takeover", flush=True)
+    timing = ("the default config (no priority, timeout or heartbeat set)" if timeout_ms is None
+              else f"timeout {timeout_ms:g} ms, heartbeat {heartbeat_ms:g} ms")
     print(f"1. takeover after kill -9 of the leader, {kills} kills, period {period} x 3, "
-          f"timeout {timeout_ms:g} ms, heartbeat {heartbeat_ms:g} ms, unmute mode "
-          f"(goals: gap <= 20 ms, position error <= 1 ms)")
+          f"{timing}, unmute mode (goals: gap <= 20 ms, position error <= 1 ms)")
+    if learned:
+        print(row("follower's timeout before the kill", learned))
     if gaps:
         print(row("gap leader last -> follower first", gaps))
         print(row("kill instant -> follower first", kill_gaps))
         print(row("|position error| at takeover", errs))
     print(f"  runs that did not take over or could not be measured: {failures}")
+
+
+def bench_lossy(minutes: float, period: int, loss: float, jitter_ms: float) -> None:
+    """False takeovers: the default pair talking through a relay that drops `loss` of the
+    datagrams and delays each by 5 +/- `jitter_ms` ms, the leader playing for `minutes`;
+    then a real kill -9, which must still be taken over."""
+    from tests.lossylink import LossyLink
+    song_s = 120.0
+    songs = max(1, int(np.ceil(minutes * 60 / song_s)))
+    ja = start_jack_audio(channels=2, period=period, seconds=minutes * 60 + 30)
+    jb = start_jack_audio(channels=2, period=period, seconds=minutes * 60 + 30)
+    side_a, side_b, listen_a, listen_b = free_port(), free_port(), free_port(), free_port()
+    polls: list[tuple[str, int]] = []
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            sa, sb, _stems = make_pair(Path(d), songs, song_s, "unmute", period, None, None,
+                                       peer_ports=(side_a, side_b),
+                                       listen_ports=(listen_a, listen_b))
+            with LossyLink(side_a, side_b, listen_a, listen_b, loss=loss,
+                           jitter_ms=jitter_ms, seconds=minutes * 60 + 120) as link, \
+                    Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+                wait_for(lambda: status(a)["role"] == "leader", 5)
+                wait_for(lambda: status(b)["peer"]["leader"] is not None, 10)
+                a.ctl("play")
+                term = status(b)["peer"]["term"]
+                end = time.monotonic() + minutes * 60
+                timeouts = []
+                while time.monotonic() < end:
+                    p = status(b)
+                    polls.append((p["role"], p["peer"]["term"]))
+                    timeouts.append(p["peer"]["timeout_ms"])
+                    time.sleep(0.2)
+                sa_ = status(a)
+                log_b = b.log()
+                t_kill = time.monotonic()
+                a.proc.kill()
+                took = wait_for(lambda: status(b)["role"] == "leader", 3)
+                took_s = time.monotonic() - t_kill
+                counts = link.close()
+    finally:
+        ja.close()
+        jb.close()
+    false = sum(1 for r, t in polls if r != "follower" or t != term)
+    print(f"2. false takeovers in {minutes:g} min of play under {loss:.0%} loss and "
+          f"5 +/- {jitter_ms:g} ms delay each way, the default config (goal 0)")
+    print(f"  follower polls {len(polls)}, polls not following the leader {false}, "
+          f"'taking over' in its log before the kill {log_b.count('taking over')}, leader "
+          f"still {sa_['state']} and leading at the end: {sa_['role'] == 'leader'}")
+    print(row("follower's learned timeout over the run", timeouts))
+    print(f"  relay: {counts}; real kill -9 afterwards taken over: {took} "
+          f"(seen {took_s * 1000:.0f} ms after the kill by a status poll)")
 
 
 def poll_status(daemons: dict[str, Daemon], every_s: float, stop: threading.Event,
@@ -323,8 +393,11 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--period", type=int, default=128)
-    ap.add_argument("--timeout-ms", type=float, default=8)
+    ap.add_argument("--timeout-ms", type=float, default=None,
+                    help="takeover: a fixed peer.timeout_ms (default: the default config)")
     ap.add_argument("--heartbeat-ms", type=float, default=2)
+    ap.add_argument("--loss", type=float, default=0.05, help="lossy: datagrams dropped")
+    ap.add_argument("--jitter-ms", type=float, default=5.0, help="lossy: delay 5 +/- this")
     ap.add_argument("--song-seconds", type=float, default=120)
     ap.add_argument("--faketime", default="+0 x1.0005",
                     help="alignment: libfaketime setting of the follower's server, or none")
@@ -338,6 +411,8 @@ def main() -> None:
     for w in a.which:
         if w == "takeover":
             bench_takeover(a.kills, a.period, a.timeout_ms, a.heartbeat_ms)
+        elif w == "lossy":
+            bench_lossy(a.minutes, a.period, a.loss, a.jitter_ms)
         elif w == "alignment":
             bench_alignment(a.minutes, 256, 30, 3, a.song_seconds, a.trace,
                             None if a.faketime == "none" else a.faketime,

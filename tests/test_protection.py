@@ -249,3 +249,22 @@ def test_check_warns_about_a_pair_it_can_see_alone(tmp_path, follower_extra, war
     out3 = subprocess.run([sys.executable, "-m", "appliance", "check", "--config",
                            str(missing.config), "--no-device"], capture_output=True, text=True)
     assert "peer key file not found" in out3.stdout + out3.stderr and out3.returncode == 1
+
+
+def test_reload_that_changes_the_setlist_is_seen_by_the_pair(jack_audio_factory, tmp_path):
+    """After a SIGHUP reload that changes one unit's setlist, the units no longer match (the
+    hash was once computed at start only, and the follower followed a different show)."""
+    import signal
+    ja = jack_audio_factory(seconds=30)
+    jb = jack_audio_factory(seconds=30)
+    sa, sb = default_pair(tmp_path)
+    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+        wait_for(lambda: status(a)["peer"]["protected"] and status(b)["peer"]["protected"],
+                 timeout=10)
+        text = sb.config.read_text()
+        sb.config.write_text(text.replace('title: "Song 1"', 'title: "Song One"'))
+        b.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: status(b)["title"] == "Song One", timeout=5)
+        st_b = wait_cause(b, "setlist mismatch")
+        wait_cause(a, "setlist mismatch")
+    assert st_b["peer"]["setlist_mismatch"]

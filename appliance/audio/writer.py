@@ -71,6 +71,8 @@ class Writer(threading.Thread):
         self.cpu = cpu
         self.rt_status = "not started"
         self.commands: deque = deque()
+        self._post_lock = threading.Lock()
+        self._cmdseq = 0
         self.events: deque = deque()
         # Wakes the monitor when there is news (an event, an underrun), so it can sleep
         # instead of polling: a non-blocking pipe write never waits, and if the pipe were
@@ -143,10 +145,14 @@ class Writer(threading.Thread):
 
     # ---- called from other threads ---------------------------------------------------------
     def post(self, *cmd) -> int:
-        """Queue a command; returns its sequence number (acked once applied)."""
-        self._cmdseq = getattr(self, "_cmdseq", 0) + 1
-        self.commands.append((self._cmdseq, *cmd))
-        return self._cmdseq
+        """Queue a command; returns its sequence number (acked once applied). Posted from
+        several threads (controls under the engine lock, the peer thread without it): the
+        number and the queue position are taken together under a lock only posters take,
+        never the writer, because the writer acknowledges "everything up to N"."""
+        with self._post_lock:
+            self._cmdseq += 1
+            self.commands.append((self._cmdseq, *cmd))
+            return self._cmdseq
 
     def dac_position(self) -> tuple[int, int, int]:
         """(device frame reaching the DAC at t_ns, t_ns, frames queued), consistent."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from .actions import ACTIONS, Action, parse_action
 from .yamlnodes import ConfigError, NodeReader, Problem, compose
 
 __all__ = [
@@ -25,35 +26,9 @@ __all__ = [
 FORMATS = ("S16_LE", "S24_3LE", "S32_LE", "FLOAT_LE")
 RATES = (22050, 32000, 44100, 48000, 88200, 96000, 176400, 192000)
 AFTER = ("stop", "next", "pause")
-ACTIONS = ("play", "stop", "pause", "play_stop", "next", "prev", "goto N")
 # BCM GPIOs on the 40-pin header. 0 and 1 are the HAT ID EEPROM bus and are left alone.
 BCM_PINS = range(2, 28)
 DEFAULT_SOCKET = "/run/backtrack/control.sock"
-
-
-@dataclass(frozen=True)
-class Action:
-    """A transport command a control can name: `play`, `next`, `goto 3` (song numbers from 1)."""
-
-    name: str
-    arg: int | None = None
-
-    def __str__(self) -> str:
-        return self.name if self.arg is None else f"{self.name} {self.arg}"
-
-
-_GOTO = re.compile(r"^goto\s+(\d+)$")
-
-
-def parse_action(text: str) -> Action | None:
-    """`None` when the text is not an action (the caller reports it with its location)."""
-    text = text.strip()
-    if text in ("play", "stop", "pause", "play_stop", "next", "prev"):
-        return Action(text)
-    m = _GOTO.match(text)
-    if m:
-        return Action("goto", int(m.group(1)))
-    return None
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,9 @@ import socket
 import sys
 import time
 
+from .actions import COMMANDS
 from .config import DEFAULT_SOCKET
 from .errors import UserError
-
-VERBS = ("play", "stop", "pause", "play_stop", "next", "prev", "goto", "status")
 
 
 class Client:
@@ -51,9 +50,9 @@ def socket_path(arg: str | None) -> str:
 
 def words_to_request(words: list[str]) -> dict:
     verb = words[0]
-    if verb not in VERBS:
-        raise UserError(f"unknown command '{verb}'; valid: play, stop, pause, next, prev, "
-                        "goto N, status")
+    if verb not in COMMANDS:
+        raise UserError(f"unknown command '{verb}'; valid: "
+                        f"{', '.join(c + ' N' if c == 'goto' else c for c in COMMANDS)}")
     if verb == "goto":
         if len(words) != 2 or not words[1].isdigit():
             raise UserError("goto needs a song number: backtrack ctl goto 3")

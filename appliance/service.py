@@ -17,8 +17,9 @@ from pathlib import Path
 
 from . import config as config_mod
 from . import systemd
+from .actions import Action, request_action
 from .audio.engine import Engine
-from .config import Action, Config, ConfigError, parse_action
+from .config import Config, ConfigError
 from .controls.socket import ControlServer
 from .errors import UserError
 from .statefile import ShowState
@@ -27,7 +28,6 @@ from .transport import CUED, State
 log = logging.getLogger("backtrack")
 
 FAULTS_ENABLED = os.environ.get("BACKTRACK_FAULTS") == "1"
-COMMANDS = ("play", "stop", "pause", "play_stop", "next", "prev", "goto", "status")
 
 
 def status_dict(engine: Engine, role: str = "leader", peer: dict | str = "none") -> dict:
@@ -47,25 +47,6 @@ def status_dict(engine: Engine, role: str = "leader", peer: dict | str = "none")
     for k in ("frame", "seconds", "duration", "underruns"):
         d.pop(k, None)
     return d
-
-
-def request_action(req: dict) -> tuple[Action | None, str]:
-    """A socket request -> an Action, or an error message naming what is valid."""
-    cmd = str(req.get("cmd", "")).strip()
-    if cmd.startswith("goto") and cmd != "goto":
-        action = parse_action(cmd)
-        if action is None:
-            return None, f"'{cmd}' is not valid; use goto N with N a song number"
-        return action, ""
-    if cmd == "goto":
-        song = req.get("song", req.get("arg"))
-        if isinstance(song, bool) or not isinstance(song, int):
-            return None, 'goto needs a song number: {"cmd": "goto", "song": 3}'
-        return Action("goto", song), ""
-    action = parse_action(cmd)
-    if action is None:
-        return None, f"unknown command '{cmd[:40]}'; valid: {', '.join(COMMANDS)}"
-    return action, ""
 
 
 class Daemon:

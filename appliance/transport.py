@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .config import Action
+from .actions import Action
 
 STOPPED, CUED, PLAYING, PAUSED = "stopped", "cued", "playing", "paused"
 

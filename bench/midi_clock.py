@@ -101,7 +101,7 @@ def main() -> int:
             time.sleep(0.05)
         time.sleep(0.5)
         cpu0, t0 = thread_cpu_s("backtrack-midi-out"), time.monotonic()
-        from appliance.config import Action
+        from appliance.actions import Action
         samples: list[tuple[int, int, int]] = []   # engine.position(): song, frame, ns
         for i in range(n):
             daemon.act(Action("goto", i + 1), "bench")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import Action, ConfigError, MidiMapping, MidiMessage, load
+from appliance.actions import Action
+from appliance.config import ConfigError, MidiMapping, MidiMessage, load
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config" / "example.yaml"

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
+from appliance.actions import request_action
 from appliance.controls.socket import MAX_CLIENTS, MAX_LINE, ControlServer
-from appliance.service import request_action
 from tests.showkit import Daemon, make_show
 
 

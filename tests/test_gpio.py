@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from appliance import config as config_mod
-from appliance.config import Action, ConfigError, Footswitch
+from appliance.actions import Action
+from appliance.config import ConfigError, Footswitch
 from appliance.controls.gpio import Footswitches, SwitchLogic
 from appliance.service import Daemon
 from tests.jackaudio import judged

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from appliance.config import Action, Led
+from appliance.actions import Action
+from appliance.config import Led
 from appliance.controls.led import PATTERNS, StatusLed, led_state, steps_for
 from tests.showkit import make_show
 from tests.test_gpio import inproc, mock_pins, wait_for, wait_state  # noqa: F401 - fixtures

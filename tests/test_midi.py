@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.config import Action, ConfigError, MidiMapping, load
+from appliance.actions import Action
+from appliance.config import ConfigError, MidiMapping, load
 from appliance.controls.midi import MappingTable, MidiInput, MidiParser, find_port
 from appliance.controls.midiclock import (
     CLOCK,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.config import Action
+from appliance.actions import Action
 from appliance.transport import CUED, PAUSED, PLAYING, STOPPED, State, Transport
 
 

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import Action, Config
+from ..actions import Action
+from ..config import Config
 from ..realtime import set_thread_fifo
 from ..transport import CUED, PAUSED, PLAYING, STOPPED, State, Transport
 from .formats import FORMAT_INFO, Converter

@@ -28,7 +28,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from ..config import Action, Config, Footswitch
+from ..actions import Action
+from ..config import Config, Footswitch
 from ..realtime import set_thread_fifo
 
 log = logging.getLogger("backtrack.gpio")

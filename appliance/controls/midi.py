@@ -24,7 +24,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from ..config import Action, Config, MidiConfig, MidiMapping
+from ..actions import Action
+from ..config import Config, MidiConfig, MidiMapping
 from ..realtime import set_thread_fifo
 from .midiclock import SyncScheduler, Timed
 

@@ -24,8 +24,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..actions import Action, parse_action
 from ..audio.engine import Engine
-from ..config import Action, Config, parse_action
+from ..config import Config
 from ..realtime import set_thread_fifo
 from ..transport import CUED, PAUSED, PLAYING, STOPPED
 from . import udp, wire

@@ -23,6 +23,7 @@ from .config import Config, ConfigError
 from .controls.socket import ControlServer
 from .errors import UserError
 from .statefile import ShowState
+from .threads import Component
 from .transport import CUED, State
 
 log = logging.getLogger("backtrack")
@@ -55,7 +56,8 @@ class Daemon:
         self.engine = Engine(cfg)
         self.server: ControlServer | None = None
         self.stopping = threading.Event()
-        self.components: list = []  # footswitches/LED, MIDI, peer: each has close()
+        # footswitches/LED, MIDI, peer: the contract is appliance.threads.Component
+        self.components: list[Component] = []
         self.role = "leader"
         self.peer = None  # appliance.peer.node.PeerNode on a unit of a hot-standby pair
         self._deduper = None

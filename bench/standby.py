@@ -88,10 +88,6 @@ def make_pair(folder: Path, songs: int, seconds: float, mode: str, period: int,
     return shows[0], shows[1], stems
 
 
-def status(d: Daemon) -> dict:
-    return d.ctl("status")["state"]
-
-
 def wait_for(pred, timeout: float) -> bool:
     try:
         showkit_wait_for(pred, timeout)
@@ -133,17 +129,17 @@ def bench_takeover(kills: int, period: int, timeout_ms: float | None,
                                           heartbeat_ms)
                 with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
                     why = ""
-                    if not wait_for(lambda: status(a)["role"] == "leader", 5):
+                    if not wait_for(lambda: a.status()["role"] == "leader", 5):
                         why = "A did not lead"
                     a.ctl("play")
-                    if not why and not wait_for(lambda: status(b)["peer"]["locked"], 8):
-                        why = f"B did not lock: {status(b)['peer']}"
+                    if not why and not wait_for(lambda: b.status()["peer"]["locked"], 8):
+                        why = f"B did not lock: {b.status()['peer']}"
                     time.sleep(1.0 + 0.37 * (k % 5))
-                    learned.append(status(b)["peer"]["timeout_ms"])
+                    learned.append(b.status()["peer"]["timeout_ms"])
                     t_kill = time.monotonic_ns()
                     a.proc.kill()
-                    if not why and not wait_for(lambda: status(b)["role"] == "leader", 3):
-                        why = f"B did not take over: {status(b)['peer']}"
+                    if not why and not wait_for(lambda: b.status()["role"] == "leader", 3):
+                        why = f"B did not take over: {b.status()['peer']}"
                     ok = not why
                     time.sleep(1.0)
                 ra, rb = ja.stop(), jb.stop()
@@ -214,22 +210,22 @@ def bench_lossy(minutes: float, period: int, loss: float, jitter_ms: float) -> N
             with LossyLink(side_a, side_b, listen_a, listen_b, loss=loss,
                            jitter_ms=jitter_ms, seconds=minutes * 60 + 120) as link, \
                     Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
-                wait_for(lambda: status(a)["role"] == "leader", 5)
-                wait_for(lambda: status(b)["peer"]["leader"] is not None, 10)
+                wait_for(lambda: a.status()["role"] == "leader", 5)
+                wait_for(lambda: b.status()["peer"]["leader"] is not None, 10)
                 a.ctl("play")
-                term = status(b)["peer"]["term"]
+                term = b.status()["peer"]["term"]
                 end = time.monotonic() + minutes * 60
                 timeouts = []
                 while time.monotonic() < end:
-                    p = status(b)
+                    p = b.status()
                     polls.append((p["role"], p["peer"]["term"]))
                     timeouts.append(p["peer"]["timeout_ms"])
                     time.sleep(0.2)
-                sa_ = status(a)
+                sa_ = a.status()
                 log_b = b.log()
                 t_kill = time.monotonic()
                 a.proc.kill()
-                took = wait_for(lambda: status(b)["role"] == "leader", 3)
+                took = wait_for(lambda: b.status()["role"] == "leader", 3)
                 took_s = time.monotonic() - t_kill
                 counts = link.close()
     finally:
@@ -252,7 +248,7 @@ def poll_status(daemons: dict[str, Daemon], every_s: float, stop: threading.Even
     while not stop.wait(every_s):
         for name, d in daemons.items():
             try:
-                out.append((time.monotonic(), name, status(d)["peer"]))
+                out.append((time.monotonic(), name, d.status()["peer"]))
             except Exception:  # noqa: BLE001 - a trace must not end the benchmark
                 pass
 
@@ -294,9 +290,9 @@ def bench_alignment(minutes: float, period: int, timeout_ms: float, heartbeat_ms
             sa, sb, stems = make_pair(Path(d), songs, song_s, "switcher", period, timeout_ms,
                                       heartbeat_ms, writer_cpus)
             with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
-                wait_for(lambda: status(a)["role"] == "leader", 5)
+                wait_for(lambda: a.status()["role"] == "leader", 5)
                 a.ctl("play")
-                wait_for(lambda: status(b)["peer"]["locked"], 10)
+                wait_for(lambda: b.status()["peer"]["locked"], 10)
                 t_locked = time.monotonic()
                 polled: list[tuple[float, str, dict]] = []
                 stop = threading.Event()
@@ -308,7 +304,7 @@ def bench_alignment(minutes: float, period: int, timeout_ms: float, heartbeat_ms
                 stop.set()
                 if trace:
                     poller.join()
-                sas, sbs = status(a), status(b)
+                sas, sbs = a.status(), b.status()
             ra, rb = ja.stop(), jb.stop()
     finally:
         ja.close()

@@ -91,6 +91,23 @@ def make_show(folder: Path, seconds: list[float], afters: list[str] | None = Non
     return show
 
 
+def find_frame(audio: np.ndarray, exp: np.ndarray, song_frame: int, n: int = 32) -> int | None:
+    """Recorded index where song frame `song_frame` (and the next n) appears exactly."""
+    ref = exp[song_frame:song_frame + n]
+    for c in np.flatnonzero(audio[:, 0] == ref[0, 0]):
+        if np.array_equal(audio[c:c + n, :7], ref[:, :7]):
+            return int(c)
+    return None
+
+
+def song_frame_of(audio: np.ndarray, exp: np.ndarray, at: int, n: int = 32) -> int | None:
+    ref = audio[at:at + n, :7]
+    for c in np.flatnonzero(exp[:, 0] == ref[0, 0]):
+        if np.array_equal(exp[c:c + n, :7], ref):
+            return int(c)
+    return None
+
+
 def find_song_start(audio: np.ndarray, first_frames: np.ndarray, start: int = 0) -> int | None:
     """Index in `audio` where a song's first frames (8 channels) appear exactly."""
     col = audio[start:, 0]
@@ -186,9 +203,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(pred, timeout: float = 10.0, every: float = 0.02):
-    """Poll `pred` until it returns something true (returned) or fail after `timeout`. A
-    daemon answering half-started (no key yet) counts as not yet."""
+def wait_for(pred, timeout: float = 10.0, what: str = "condition", every: float = 0.02):
+    """Poll `pred` until it returns something true (returned) or fail after `timeout`,
+    naming `what` was awaited. A daemon answering half-started (no key yet) counts as not
+    yet."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -198,7 +216,7 @@ def wait_for(pred, timeout: float = 10.0, every: float = 0.02):
         if v:
             return v
         time.sleep(every)
-    raise AssertionError("condition not reached")
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Daemon:
@@ -245,6 +263,10 @@ class Daemon:
                     break
                 buf += chunk
         return json.loads(buf)
+
+    def status(self) -> dict:
+        """What `backtrack ctl status` shows (the reply's "state")."""
+        return self.ctl("status")["state"]
 
     def log(self) -> str:
         if not self._log.closed:

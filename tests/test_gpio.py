@@ -15,7 +15,7 @@ from appliance.config import ConfigError, Footswitch
 from appliance.controls.gpio import Footswitches, SwitchLogic
 from appliance.service import Daemon
 from tests.jackaudio import judged
-from tests.showkit import RATE, find_song_start, make_show, mismatches
+from tests.showkit import RATE, find_song_start, make_show, mismatches, wait_for
 
 PLAY, STOP, NEXT, PREV = Action("play"), Action("stop"), Action("next"), Action("prev")
 
@@ -57,16 +57,6 @@ def inproc(jack_audio, monkeypatch):
     finally:
         for d in started:
             d.stop()
-
-
-def wait_for(pred, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def wait_state(d: Daemon, state: str, song: int | None = None, timeout: float = 10.0) -> dict:

@@ -11,8 +11,8 @@ import pytest
 from appliance.actions import Action
 from appliance.config import Led
 from appliance.controls.led import PATTERNS, StatusLed, led_state, steps_for
-from tests.showkit import make_show
-from tests.test_gpio import inproc, mock_pins, wait_for, wait_state  # noqa: F401 - fixtures
+from tests.showkit import make_show, wait_for
+from tests.test_gpio import inproc, mock_pins, wait_state  # noqa: F401 - fixtures
 
 STATES = ("starting", "ready", "playing", "paused", "stopped", "standby", "unprotected",
           "error")

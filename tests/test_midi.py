@@ -31,8 +31,8 @@ from appliance.controls.midiclock import (
 )
 from tests.jackaudio import judged
 from tests.midigear import Gear
-from tests.showkit import RATE, find_song_start, make_show
-from tests.test_gpio import BASE, inproc, wait_for, wait_state  # noqa: F401 - fixture
+from tests.showkit import RATE, find_song_start, make_show, wait_for
+from tests.test_gpio import BASE, inproc, wait_state  # noqa: F401 - fixture
 from tests.test_gpio import problems as config_error
 
 # -- parser -------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from appliance.peer.clock import DacClock, LockController, OffsetEstimator
+from appliance.audio.dacclock import DacClock
+from appliance.peer.clock import LockController, OffsetEstimator
 
 # --------------------------------------------------------------------------------------------
 # OffsetEstimator

@@ -39,10 +39,6 @@ def default_pair(tmp_path, a_extra="", b_extra="", b_seconds=(20.0,), led=False,
     return a, b
 
 
-def status(d: Daemon) -> dict:
-    return d.ctl("status")["state"]
-
-
 def causes(st: dict) -> list[str]:
     return [w.split(":")[0] for w in st["peer"]["why_not"]]
 
@@ -61,19 +57,19 @@ def test_obvious_pair_is_protected_and_takes_over_fast(jack_audio_factory, tmp_p
     env_a = ja.environ(GPIOZERO_PIN_FACTORY="mock")
     env_b = jb.environ(GPIOZERO_PIN_FACTORY="mock")
     with Daemon(sa, env_a) as a, Daemon(sb, env_b) as b, judged(ja, jb):
-        wait_for(lambda: status(a)["role"] == "leader", timeout=5)
+        wait_for(lambda: a.status()["role"] == "leader", timeout=5)
         a.ctl("play")
-        wait_for(lambda: status(b)["peer"]["locked"], timeout=20)
-        wait_for(lambda: status(a)["peer"]["protected"] and status(b)["peer"]["protected"],
+        wait_for(lambda: b.status()["peer"]["locked"], timeout=20)
+        wait_for(lambda: a.status()["peer"]["protected"] and b.status()["peer"]["protected"],
                  timeout=10)
-        wait_for(lambda: led_of(status(a)) == "playing" and led_of(status(b)) == "standby",
+        wait_for(lambda: led_of(a.status()) == "playing" and led_of(b.status()) == "standby",
                  timeout=3)
-        sas, sbs = status(a), status(b)
+        sas, sbs = a.status(), b.status()
         time.sleep(1.0)
         a.proc.kill()  # kill -9, mid-song
-        wait_for(lambda: status(b)["role"] == "leader", timeout=3)
+        wait_for(lambda: b.status()["role"] == "leader", timeout=3)
         time.sleep(0.5)
-        after = status(b)
+        after = b.status()
     ra, rb = ja.stop(), jb.stop()
     assert sas["peer"]["unit"] != sbs["peer"]["unit"], "the two units share an id"
     assert sas["peer"]["priority"] == sbs["peer"]["priority"] == 1
@@ -92,7 +88,7 @@ def test_obvious_pair_is_protected_and_takes_over_fast(jack_audio_factory, tmp_p
 
 
 def wait_cause(d: Daemon, cause: str, timeout: float = 15.0) -> dict:
-    return wait_for(lambda: (s := status(d))["peer"]["protected"] is False
+    return wait_for(lambda: (s := d.status())["peer"]["protected"] is False
                     and cause in causes(s) and s, timeout=timeout)
 
 
@@ -105,8 +101,8 @@ def test_configured_id_clash_is_refused_loudly(jack_audio_factory, tmp_path):
     with Daemon(sa, env_a) as a, Daemon(sb, env_b) as b:
         st_a = wait_cause(a, "id clash")
         st_b = wait_cause(b, "id clash")
-        wait_for(lambda: led_of(status(a)) == "unprotected"
-                 and led_of(status(b)) == "unprotected", timeout=5)
+        wait_for(lambda: led_of(a.status()) == "unprotected"
+                 and led_of(b.status()) == "unprotected", timeout=5)
     assert st_b["peer"]["packets"]["dropped"]["id-clash"] > 0
     assert "show NOT protected: id clash" in b.log() and "peer.id" in b.log()
     assert "show NOT protected" in a.log()
@@ -121,9 +117,9 @@ def test_random_ids_never_clash_for_long(jack_audio_factory, tmp_path):
     jb = jack_audio_factory(seconds=30)
     sa, sb = default_pair(tmp_path)
     with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
-        wait_for(lambda: status(a)["peer"]["protected"] and status(b)["peer"]["protected"],
+        wait_for(lambda: a.status()["peer"]["protected"] and b.status()["peer"]["protected"],
                  timeout=10)
-        ua, ub = status(a)["peer"]["unit"], status(b)["peer"]["unit"]
+        ua, ub = a.status()["peer"]["unit"], b.status()["peer"]["unit"]
     assert ua != ub and 1 <= ua <= 65535 and 1 <= ub <= 65535
 
 
@@ -167,13 +163,13 @@ def test_follower_not_locked_is_named_on_both(jack_audio_factory, tmp_path):
     jb = jack_audio_factory(seconds=40)
     sa, sb = default_pair(tmp_path)
     with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
-        wait_for(lambda: status(b)["peer"]["protected"], timeout=10)
+        wait_for(lambda: b.status()["peer"]["protected"], timeout=10)
         b.ctl({"cmd": "_fault", "join": False})   # it hears the leader play, cannot join
         a.ctl("play")
         st_b = wait_cause(b, "follower not locked")
         st_a = wait_cause(a, "follower not locked")
         b.ctl({"cmd": "_fault", "join": True})
-        wait_for(lambda: status(a)["peer"]["protected"] and status(b)["peer"]["protected"],
+        wait_for(lambda: a.status()["peer"]["protected"] and b.status()["peer"]["protected"],
                  timeout=20)
     assert st_b["state"] == "cued" and st_a["state"] == "playing"
     assert "show protected" in b.log().split("follower not locked")[-1]
@@ -184,7 +180,7 @@ def test_follower_without_a_device_is_named_on_both(jack_audio_factory, tmp_path
     jb = jack_audio_factory(seconds=30)
     sa, sb = default_pair(tmp_path)
     with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
-        wait_for(lambda: status(b)["peer"]["protected"], timeout=10)
+        wait_for(lambda: b.status()["peer"]["protected"], timeout=10)
         jb.server.kill()  # the follower's interface vanishes
         st_b = wait_cause(b, "follower without a device")
         st_a = wait_cause(a, "follower without a device")
@@ -204,19 +200,19 @@ def test_lossy_jittery_link_no_false_takeover_and_a_real_kill_still_taken(
                           b_seconds=(60.0,))
     with LossyLink(ra_, rb_, pa, pb, loss=0.05, jitter_ms=5.0, seed=3) as link, \
             Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
-        wait_for(lambda: status(a)["role"] == "leader", timeout=5)
-        wait_for(lambda: status(b)["peer"]["leader"] is not None, timeout=10)
+        wait_for(lambda: a.status()["role"] == "leader", timeout=5)
+        wait_for(lambda: b.status()["peer"]["leader"] is not None, timeout=10)
         a.ctl("play")
-        term = status(b)["peer"]["term"]
+        term = b.status()["peer"]["term"]
         checks = []
         t_end = time.monotonic() + 40
         while time.monotonic() < t_end:
-            sb_ = status(b)
+            sb_ = b.status()
             checks.append((sb_["role"], sb_["peer"]["term"]))
             time.sleep(0.5)
-        learned = status(b)["peer"]
+        learned = b.status()["peer"]
         a.proc.kill()
-        wait_for(lambda: status(b)["role"] == "leader", timeout=3)
+        wait_for(lambda: b.status()["role"] == "leader", timeout=3)
         counts = link.close()
     assert all(r == "follower" and t == term for r, t in checks), checks
     assert learned["detector"]["learned"] and learned["timeout_ms"] > 12, learned
@@ -259,12 +255,12 @@ def test_reload_that_changes_the_setlist_is_seen_by_the_pair(jack_audio_factory,
     jb = jack_audio_factory(seconds=30)
     sa, sb = default_pair(tmp_path)
     with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
-        wait_for(lambda: status(a)["peer"]["protected"] and status(b)["peer"]["protected"],
+        wait_for(lambda: a.status()["peer"]["protected"] and b.status()["peer"]["protected"],
                  timeout=10)
         text = sb.config.read_text()
         sb.config.write_text(text.replace('title: "Song 1"', 'title: "Song One"'))
         b.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: status(b)["title"] == "Song One", timeout=5)
+        wait_for(lambda: b.status()["title"] == "Song One", timeout=5)
         st_b = wait_cause(b, "setlist mismatch")
         wait_cause(a, "setlist mismatch")
     assert st_b["peer"]["setlist_mismatch"]

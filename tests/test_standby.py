@@ -11,7 +11,16 @@ import pytest
 
 from appliance.peer import wire
 from tests.jackaudio import HarnessDisturbed, judged
-from tests.showkit import RATE, Daemon, free_port, make_show, mismatches, wait_for
+from tests.showkit import (
+    RATE,
+    Daemon,
+    find_frame,
+    free_port,
+    make_show,
+    mismatches,
+    song_frame_of,
+    wait_for,
+)
 
 TIMEOUT_MS = 30
 
@@ -34,27 +43,6 @@ def pair(tmp_path, mode="unmute", seconds=(20.0, 20.0), follower_extra=""):
     return a, b, key, pb
 
 
-def status(d: Daemon) -> dict:
-    return d.ctl("status")["state"]
-
-
-def find_frame(audio: np.ndarray, exp: np.ndarray, song_frame: int, n: int = 32) -> int | None:
-    """Recorded index where song frame `song_frame` (and the next n) appears exactly."""
-    ref = exp[song_frame:song_frame + n]
-    for c in np.flatnonzero(audio[:, 0] == ref[0, 0]):
-        if np.array_equal(audio[c:c + n, :7], ref[:, :7]):
-            return int(c)
-    return None
-
-
-def song_frame_of(audio: np.ndarray, exp: np.ndarray, at: int, n: int = 32) -> int | None:
-    ref = audio[at:at + n, :7]
-    for c in np.flatnonzero(exp[:, 0] == ref[0, 0]):
-        if np.array_equal(exp[c:c + n, :7], ref):
-            return int(c)
-    return None
-
-
 def test_follower_locks_and_stays_aligned_with_drifting_cards(jack_audio_factory, tmp_path):
     """Switcher mode (both units play); B's sound card runs 500 ppm fast. B's recording
     stays on A's within well under a millisecond, frame for frame."""
@@ -62,11 +50,11 @@ def test_follower_locks_and_stays_aligned_with_drifting_cards(jack_audio_factory
     jb = jack_audio_factory(seconds=40, faketime="+0 x1.0005")
     sa, sb, _key, _ = pair(tmp_path, mode="switcher")
     with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b, judged(ja, jb):
-        wait_for(lambda: status(a)["role"] == "leader", timeout=5)
+        wait_for(lambda: a.status()["role"] == "leader", timeout=5)
         a.ctl("play")
-        wait_for(lambda: status(b)["peer"]["locked"], timeout=20)
+        wait_for(lambda: b.status()["peer"]["locked"], timeout=20)
         time.sleep(9.0)
-        sbs = status(b)
+        sbs = b.status()
     ra, rb = ja.stop(), jb.stop()
     exp = sa.expected(0)
     with judged(ra, rb):
@@ -112,14 +100,14 @@ def test_kill_leader_follower_continues_the_song(jack_audio_factory, tmp_path):
     sa, sb, _key, _ = pair(tmp_path)
     exp = sa.expected(0)
     with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b, judged(ja, jb):
-        wait_for(lambda: status(a)["role"] == "leader", timeout=5)
+        wait_for(lambda: a.status()["role"] == "leader", timeout=5)
         a.ctl("play")
-        wait_for(lambda: status(b)["peer"]["locked"], timeout=20)
+        wait_for(lambda: b.status()["peer"]["locked"], timeout=20)
         time.sleep(1.0)
         a.proc.kill()  # kill -9, mid-song
-        wait_for(lambda: status(b)["role"] == "leader", timeout=3)
+        wait_for(lambda: b.status()["role"] == "leader", timeout=3)
         time.sleep(1.0)
-        sbs = status(b)
+        sbs = b.status()
     ra, rb = ja.stop(), jb.stop()
     with judged(ra, rb):
         assert sbs["state"] == "playing" and sbs["song"] == 1
@@ -148,16 +136,16 @@ def test_leader_losing_its_device_hands_over_at_once(jack_audio_factory, tmp_pat
     jb = jack_audio_factory(seconds=30)
     sa, sb, _key, _ = pair(tmp_path)
     with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b, judged(jb):
-        wait_for(lambda: status(a)["role"] == "leader", timeout=5)
+        wait_for(lambda: a.status()["role"] == "leader", timeout=5)
         a.ctl("play")
-        wait_for(lambda: status(b)["peer"]["locked"], timeout=20)
+        wait_for(lambda: b.status()["peer"]["locked"], timeout=20)
         ja.server.kill()  # A's sound card vanishes
         t0 = time.monotonic()
-        wait_for(lambda: status(b)["role"] == "leader", timeout=5, every=0.005)
+        wait_for(lambda: b.status()["role"] == "leader", timeout=5, every=0.005)
         took = time.monotonic() - t0
-        sas = wait_for(lambda: (s := status(a))["role"] == "follower" and s, timeout=3)
+        sas = wait_for(lambda: (s := a.status())["role"] == "follower" and s, timeout=3)
         time.sleep(0.5)
-        sbs = status(b)
+        sbs = b.status()
     rb = jb.stop()
     assert "failing" in a.log() or "device lost" in a.log()
     assert sas["device"] != "ok" and sas["peer"]["term"] == sbs["peer"]["term"]
@@ -176,20 +164,20 @@ def test_takeover_before_joining_the_song_plays_it_on(jack_audio_factory, tmp_pa
     sa, sb, _key, _ = pair(tmp_path)
     exp = sa.expected(0)
     with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b, judged(ja, jb):
-        wait_for(lambda: status(a)["role"] == "leader", timeout=5)
-        wait_for(lambda: status(b)["peer"]["offset_us"] is not None, timeout=5)
+        wait_for(lambda: a.status()["role"] == "leader", timeout=5)
+        wait_for(lambda: b.status()["peer"]["offset_us"] is not None, timeout=5)
         b.ctl({"cmd": "_fault", "join": False})
         a.ctl("play")
         time.sleep(1.0)
-        assert status(b)["state"] == "cued"  # it heard the leader play, and did not join
+        assert b.status()["state"] == "cued"  # it heard the leader play, and did not join
         a.ctl({"cmd": "_fault", "network": False})  # the leader falls silent
-        wait_for(lambda: status(b)["role"] == "leader", timeout=3)
+        wait_for(lambda: b.status()["role"] == "leader", timeout=3)
         time.sleep(0.5)
-        sbs = status(b)
+        sbs = b.status()
         a.ctl({"cmd": "_fault", "network": True})  # back: it follows the higher term
-        wait_for(lambda: status(a)["role"] == "follower", timeout=3)
+        wait_for(lambda: a.status()["role"] == "follower", timeout=3)
         time.sleep(1.0)
-        sas = status(a)
+        sas = a.status()
     ra, rb = ja.stop(), jb.stop()
     assert sbs["state"] == "playing" and sbs["song"] == 1, sbs
     assert sas["state"] == "playing" and sas["song"] == 1, sas  # the show went on
@@ -214,15 +202,15 @@ def test_partition_with_live_heartbeat_wire_causes_no_takeover(jack_audio_factor
     sa, sb, _key, _ = pair(tmp_path, follower_extra=", heartbeat: {in_pin: 23}")
     env_b = jb.environ(GPIOZERO_PIN_FACTORY="mock")
     with Daemon(sa, ja.environ()) as a, Daemon(sb, env_b) as b, judged(ja, jb):
-        wait_for(lambda: status(a)["role"] == "leader", timeout=5)
+        wait_for(lambda: a.status()["role"] == "leader", timeout=5)
         a.ctl("play")
-        wait_for(lambda: status(b)["peer"]["locked"], timeout=20)
+        wait_for(lambda: b.status()["peer"]["locked"], timeout=20)
         b.ctl({"cmd": "_fault", "wire": True})     # the wire from A's audio path toggles
         a.ctl({"cmd": "_fault", "network": False})  # and the network is cut
         time.sleep(1.0)  # 33 heartbeat timeouts
-        mid = status(b)
+        mid = b.status()
         b.ctl({"cmd": "_fault", "wire": False})    # now the wire goes quiet too
-        wait_for(lambda: status(b)["role"] == "leader", timeout=3)
+        wait_for(lambda: b.status()["role"] == "leader", timeout=3)
     jb.stop()
     assert mid["role"] == "follower" and mid["peer"]["wire"] is True
 
@@ -233,10 +221,10 @@ def test_forged_replayed_and_garbage_packets_change_nothing(jack_audio_factory, 
     sa, sb, key_file, port_b = pair(tmp_path)
     key = wire.load_key(key_file)
     with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b, judged(ja, jb):
-        wait_for(lambda: status(a)["role"] == "leader", timeout=5)
+        wait_for(lambda: a.status()["role"] == "leader", timeout=5)
         a.ctl("play")
-        wait_for(lambda: status(b)["peer"]["locked"], timeout=20)
-        before = status(b)
+        wait_for(lambda: b.status()["peer"]["locked"], timeout=20)
+        before = b.status()
         evil = wire.State(term=99, leader=9, song=1, state=0, frame=0, t_ns=0, rate=RATE,
                           setlist=0, flags=0)
         forged = wire.encode(evil, sender=9, boot=1, seq=1, wall_ns=time.time_ns(),
@@ -252,8 +240,8 @@ def test_forged_replayed_and_garbage_packets_change_nothing(jack_audio_factory, 
                     for _ in range(200))]:
                 s.sendto(pkt, ("127.0.0.1", port_b))
         time.sleep(0.5)
-        after = status(b)
-        status_a = status(a)
+        after = b.status()
+        status_a = a.status()
     dropped = after["peer"]["packets"]["dropped"]
     assert dropped.get("hmac", 0) >= 1 and dropped.get("replay", 0) >= 1
     assert dropped.get("stale", 0) >= 1
@@ -270,15 +258,15 @@ def test_press_on_follower_acts_through_leader_once(jack_audio_factory, tmp_path
     jb = jack_audio_factory(seconds=30)
     sa, sb, _key, _ = pair(tmp_path, seconds=(10.0, 10.0, 10.0))
     with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
-        wait_for(lambda: status(a)["role"] == "leader", timeout=5)
+        wait_for(lambda: a.status()["role"] == "leader", timeout=5)
         r = b.ctl("play")  # pressed on the follower
         assert r["ok"] and "leader" in r.get("message", "")
-        wait_for(lambda: status(a)["state"] == "playing", timeout=3)
-        wait_for(lambda: status(b)["state"] == "playing", timeout=3)
+        wait_for(lambda: a.status()["state"] == "playing", timeout=3)
+        wait_for(lambda: b.status()["state"] == "playing", timeout=3)
         # the same physical press reaching both units (MIDI thru): one `next`, not two
         a.ctl("next")
         b.ctl("next")
         time.sleep(0.5)
-        sa_ = status(a)
-        wait_for(lambda: status(b)["song"] == sa_["song"], timeout=3)
+        sa_ = a.status()
+        wait_for(lambda: b.status()["song"] == sa_["song"], timeout=3)
     assert sa_["song"] == 2

@@ -31,6 +31,7 @@ import numpy as np
 from ..actions import Action
 from ..config import Config
 from ..realtime import set_thread_fifo
+from ..threads import Worker
 from ..transport import CUED, PAUSED, PLAYING, STOPPED, State, Transport
 from .formats import FORMAT_INFO, Converter
 from .sink import AlsaSink
@@ -62,19 +63,17 @@ class Status:
     problems: list[str]
 
 
-class Decoder(threading.Thread):
+class Decoder(Worker):
     """Fills slots. Runs NumPy and libsndfile calls (both release the GIL) so it never
     holds the writer back for long."""
 
     def __init__(self, cfg: Config, slots: list[Slot], writer: Writer):
-        super().__init__(name="backtrack-decode", daemon=True)
+        super().__init__("backtrack-decode", max(0, cfg.engine.realtime_priority - 10))
         self.cfg = cfg
         self.slots = slots
         self.writer = writer
         self.readers: dict[int, SongReader] = {}
         self.wake = threading.Event()
-        self.running = True
-        self.rt_priority = max(0, cfg.engine.realtime_priority - 10)
         # The mix is converted to the device format here, in big blocks, so the writer can
         # hand most periods to ALSA straight from the ring (the device never changes on a
         # reload, so neither does the converter).
@@ -82,20 +81,23 @@ class Decoder(threading.Thread):
         self._mix = np.zeros((DECODE_BLOCK, dev.channels), np.float32)
         self._conv = Converter(dev.format, dev.channels, DECODE_BLOCK, count_clips=False)
 
-    def run(self) -> None:
-        set_thread_fifo(self.rt_priority)
-        while self.running:
-            try:
-                busy = self._step()
-            except Exception as exc:  # noqa: BLE001 - the decoder must never die mid-show
-                log.exception("decoder error: %s", exc)
-                busy = False
-            if not busy:
-                # Sleep until the playing ring has room for a whole decode step (or a
-                # command wakes us): every idle wake-up is Python work competing with the
-                # writer, and the ring holds seconds.
-                self.wake.wait(self._idle_sleep())
-                self.wake.clear()
+    def step(self) -> None:
+        try:
+            busy = self._step()
+        except Exception as exc:  # noqa: BLE001 - the decoder must never die mid-show
+            log.exception("decoder error: %s", exc)
+            busy = False
+        if not busy:
+            # Sleep until the playing ring has room for a whole decode step (or a
+            # command wakes us): every idle wake-up is Python work competing with the
+            # writer, and the ring holds seconds.
+            self.wake.wait(self._idle_sleep())
+            self.wake.clear()
+
+    def wakeup(self) -> None:
+        self.wake.set()
+
+    def finish(self) -> None:
         for r in self.readers.values():
             r.close()
 
@@ -189,6 +191,8 @@ class Engine:
         self.listeners: list = []  # callables(event: str, engine) for LED/MIDI/peer
         self.started_song = -1  # the song of the last "song_started" event
         self.next_cfg: Config | None = None  # a reloaded config waiting for the song to end
+        # (frame, t_ns, ns per frame, clock epoch) of the DAC line, when a PlayHead feeds one
+        self.dac_line: tuple[int, int, float, int] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -205,11 +209,8 @@ class Engine:
     def stop(self) -> None:
         """Fade out, close the device, end the threads."""
         self.running = False
-        self.writer.stop()
-        self.writer.join(timeout=3)
-        self.decoder.running = False
-        self.decoder.wake.set()
-        self.decoder.join(timeout=3)
+        self.writer.halt(timeout=3)
+        self.decoder.halt(timeout=3)
 
     # ---- commands --------------------------------------------------------------------------
     def command(self, action: Action) -> tuple[bool, str]:
@@ -442,9 +443,21 @@ class Engine:
 
     # ---- status ----------------------------------------------------------------------------
     def position(self) -> tuple[int, int, bool, int]:
-        """(song, song frame at the DAC now, playing, monotonic ns of that estimate)."""
-        dev_frame, t_ns, _queued = self.writer.dac_position()
+        """(song, song frame at the DAC now, playing, monotonic ns of that estimate).
+
+        Which device frame is at the DAC: from the DAC line when one is fitted for the
+        writer's current clock epoch (a unit of a hot-standby pair feeds it:
+        appliance.audio.playhead), else from the frames queued at the writer's last
+        period, moved on by the time since (at most a period)."""
         now = time.monotonic_ns()
+        dev_frame, t_ns, queued = self.writer.dac_position()
+        line = self.dac_line
+        if line is not None and line[3] == self.writer.clock_epoch and self.writer.device_ok:
+            f, t, ns_per_frame, _epoch = line
+            # never past the last frame handed to ALSA (a writer that stalled)
+            dev_frame = min(f + int((now - t) / ns_per_frame), dev_frame + queued)
+            song, frame, playing = self.writer.song_at(dev_frame)
+            return song, frame, playing, now
         rate = self.cfg.device.rate
         if self.writer.device_ok and t_ns:
             dev_frame += min((now - t_ns) * rate // 1_000_000_000, self.cfg.device.period)
@@ -522,10 +535,9 @@ class Engine:
     def request_adjust(self, frames: int) -> bool:
         """Ask the writer to drop (>0) or insert (<0) frames; False while the previous
         request has not yet shown in the writer's segment history."""
-        w = self.writer
-        if w.adjust_request or w._nhist <= w.adjust_row + 1:
+        if self.writer.correction_pending:
             return False
-        w.adjust_request = int(frames)
+        self.writer.adjust_request = int(frames)
         return True
 
     def healthy(self, max_stall_s: float = 2.0) -> bool:

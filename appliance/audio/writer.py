@@ -22,6 +22,7 @@ import numpy as np
 
 from ..config import Device
 from ..realtime import pin_thread, set_thread_fifo
+from ..threads import Worker
 from .formats import Converter
 from .ringbuffer import Ring
 from .sink import AlsaSink, DeviceError, DeviceLost
@@ -58,18 +59,16 @@ class Slot:
         return self.start + self.ring.read
 
 
-class Writer(threading.Thread):
+class Writer(Worker):
     def __init__(self, device: Device, slots: list[Slot], fade_frames: int,
                  rt_priority: int = 0, sink: AlsaSink | None = None,
                  cpu: str | int = "none"):
-        super().__init__(name="backtrack-writer", daemon=True)
+        super().__init__("backtrack-writer", rt_priority)
         self.device = device
         self.slots = slots
         self.period = device.period
         self.sink = sink or AlsaSink(device)
-        self.rt_priority = rt_priority
         self.cpu = cpu
-        self.rt_status = "not started"
         self.commands: deque = deque()
         self._post_lock = threading.Lock()
         self._cmdseq = 0
@@ -81,7 +80,6 @@ class Writer(threading.Thread):
         self._news_poll = select.poll()
         self._news_poll.register(self._news_r, select.POLLIN)
         self.acked = 0
-        self.running = True
         self.active: Slot | None = None
         self.active_index = -1
         self.paused = False
@@ -154,6 +152,12 @@ class Writer(threading.Thread):
             self.commands.append((self._cmdseq, *cmd))
             return self._cmdseq
 
+    @property
+    def correction_pending(self) -> bool:
+        """A drop/insert asked for (`adjust_request`) has not shown in the segment history
+        yet (the row after `adjust_row`)."""
+        return bool(self.adjust_request) or self._nhist <= self.adjust_row + 1
+
     def dac_position(self) -> tuple[int, int, int]:
         """(device frame reaching the DAC at t_ns, t_ns, frames queued), consistent."""
         written, queued, t_ns = self._pos
@@ -180,9 +184,6 @@ class Writer(threading.Thread):
                 return song, frame, bool(playing)
         return -1, 0, False
 
-    def stop(self) -> None:
-        self.running = False
-
     def wait_news(self, timeout_s: float) -> None:
         """Block until the writer has news (events, an underrun) or the timeout passes."""
         if self._news_poll.poll(int(timeout_s * 1000)):
@@ -203,8 +204,7 @@ class Writer(threading.Thread):
             pass  # full: the monitor has a backlog of news to read already
 
     # ---- the thread -----------------------------------------------------------------------
-    def run(self) -> None:
-        self._ask_realtime()
+    def loop(self) -> None:
         self._open_device()
         next_reopen = time.monotonic() + REOPEN_EVERY_S
         period_s = self.period / self.device.rate
@@ -256,13 +256,15 @@ class Writer(threading.Thread):
             if self.stall_s:
                 time.sleep(self.stall_s)
                 self.stall_s = 0.0
+
+    def finish(self) -> None:
         self._fade_out_and_close()
 
-    def _ask_realtime(self) -> None:
-        # Before the device is opened: threads the ALSA plugin starts inherit both.
-        status = set_thread_fifo(self.rt_priority)
+    def take_priority(self) -> str:
+        # Before the device is opened (`loop`): threads the ALSA plugin starts inherit both.
+        status = set_thread_fifo(self.priority)
         pinned = pin_thread(self.cpu)
-        self.rt_status = f"{status}, {pinned}" if pinned else status
+        return f"{status}, {pinned}" if pinned else status
 
     def _open_device(self) -> bool:
         try:

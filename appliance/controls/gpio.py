@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 from ..actions import Action
 from ..config import Config, Footswitch
-from ..realtime import set_thread_fifo
+from ..threads import Worker
 
 log = logging.getLogger("backtrack.gpio")
 
@@ -117,21 +117,19 @@ class SwitchLogic:
         return []
 
 
-class Footswitches(threading.Thread):
+class Footswitches(Worker):
     """gpiozero Buttons (pull-up, active low) feeding `SwitchLogic`s from one thread."""
 
     def __init__(self, switches: tuple[Footswitch, ...], act: Callable[[Action, str], object],
                  pin_factory=None, clock: Callable[[], float] = time.monotonic,
                  rt_priority: int = 0):
-        super().__init__(name="backtrack-footswitch", daemon=True)
+        super().__init__("backtrack-footswitch", rt_priority)
         from gpiozero import Button
 
         self.act = act
-        self.rt_priority = rt_priority
         self.clock = clock
         self.queue: deque = deque(maxlen=256)
         self.wake = threading.Event()
-        self.running = True
         self.fired: list[tuple[int, Action, float]] = []  # (switch, action, time): status/tests
         self.buttons = []
         self.logic: list[SwitchLogic] = []
@@ -151,24 +149,25 @@ class Footswitches(threading.Thread):
         self.queue.append((i, pressed, self.clock()))
         self.wake.set()
 
-    def run(self) -> None:
-        set_thread_fifo(self.rt_priority)
-        while self.running:
-            deadlines = [d for d in (lg.deadline() for lg in self.logic) if d is not None]
-            timeout = 1.0
-            if deadlines:
-                timeout = max(0.0, min(min(deadlines) - self.clock(), 1.0))
-            self.wake.wait(timeout)
-            self.wake.clear()
-            try:
-                while self.queue:
-                    i, pressed, t = self.queue.popleft()
-                    self._fire(i, self.logic[i].edge(pressed, t))
-                now = self.clock()
-                for i, lg in enumerate(self.logic):
-                    self._fire(i, lg.poll(now))
-            except Exception:  # noqa: BLE001 - a footswitch fault must not end the thread
-                log.exception("footswitch")
+    def step(self) -> None:
+        deadlines = [d for d in (lg.deadline() for lg in self.logic) if d is not None]
+        timeout = 1.0
+        if deadlines:
+            timeout = max(0.0, min(min(deadlines) - self.clock(), 1.0))
+        self.wake.wait(timeout)
+        self.wake.clear()
+        try:
+            while self.queue:
+                i, pressed, t = self.queue.popleft()
+                self._fire(i, self.logic[i].edge(pressed, t))
+            now = self.clock()
+            for i, lg in enumerate(self.logic):
+                self._fire(i, lg.poll(now))
+        except Exception:  # noqa: BLE001 - a footswitch fault must not end the thread
+            log.exception("footswitch")
+
+    def wakeup(self) -> None:
+        self.wake.set()
 
     def _fire(self, i: int, actions: list[Action]) -> None:
         for a in actions:
@@ -187,10 +186,7 @@ class Footswitches(threading.Thread):
                 log.debug("button close", exc_info=True)
 
     def close(self) -> None:
-        self.running = False
-        self.wake.set()
-        if self.is_alive():
-            self.join(timeout=3)
+        self.halt(timeout=3)
         self._close_buttons()
 
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from ..config import Led
-from ..realtime import set_thread_fifo
+from ..threads import Worker
 
 log = logging.getLogger("backtrack.led")
 
@@ -98,11 +98,13 @@ def steps_for(state: str, pwm: bool) -> Steps:
     return p.steps
 
 
-class StatusLed(threading.Thread):
+class StatusLed(Worker):
     """Plays the pattern of the daemon's current state on the configured LED."""
 
     def __init__(self, cfg: Led, daemon, pin_factory=None):
-        super().__init__(name="backtrack-led", daemon=True)
+        ecfg = getattr(daemon.engine, "cfg", None)
+        super().__init__("backtrack-led",
+                         max(0, ecfg.engine.realtime_priority - 20) if ecfg else 0)
         from gpiozero import LED, PWMLED, RGBLED
 
         self.daemon_ = daemon
@@ -129,7 +131,6 @@ class StatusLed(threading.Thread):
         self._is_up = False
         self.history: list[str] = ["starting"]   # states shown, in order (status, tests)
         self.wake = threading.Event()
-        self.running = True
         self._value = None
         daemon.engine.listeners.append(self.on_engine)
 
@@ -149,9 +150,7 @@ class StatusLed(threading.Thread):
                          getattr(self.daemon_, "role", "leader"), self._is_up,
                          peer.protected if peer is not None else None)
 
-    def run(self) -> None:
-        cfg = getattr(self.daemon_.engine, "cfg", None)
-        set_thread_fifo(max(0, cfg.engine.realtime_priority - 20) if cfg else 0)
+    def loop(self) -> None:
         step = 0
         step_end = 0.0
         while self.running:
@@ -176,7 +175,12 @@ class StatusLed(threading.Thread):
                 step_end = now + dur if dur > 0 else float("inf")
             self.wake.wait(max(0.0, min(step_end - time.monotonic(), POLL_S)))
             self.wake.clear()
+
+    def finish(self) -> None:
         self._show(0.0)
+
+    def wakeup(self) -> None:
+        self.wake.set()
 
     def _show(self, level: float) -> None:
         if self.rgb:
@@ -196,13 +200,11 @@ class StatusLed(threading.Thread):
 
     def close(self) -> None:
         self.running = False
-        self.wake.set()
         try:
             self.daemon_.engine.listeners.remove(self.on_engine)
         except ValueError:
             pass
-        if self.is_alive():
-            self.join(timeout=3)
+        self.halt(timeout=3)
         try:
             self.device.value = (0, 0, 0) if self.rgb else 0
             self.device.close()

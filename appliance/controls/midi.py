@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 
 from ..actions import Action
 from ..config import Config, MidiConfig, MidiMapping
-from ..realtime import set_thread_fifo
+from ..threads import Worker
 from .midiclock import SyncScheduler, Timed
 
 log = logging.getLogger("backtrack.midi")
@@ -246,19 +246,17 @@ class _Port:
         self._drop_client()
 
 
-class MidiInput(threading.Thread):
+class MidiInput(Worker):
     """Foot controller -> `daemon.act`. Runs the mapping in its own thread."""
 
     def __init__(self, mc: MidiConfig, act: Callable[[Action, str], object],
                  rt_priority: int = 0):
-        super().__init__(name="backtrack-midi-in", daemon=True)
+        super().__init__("backtrack-midi-in", rt_priority)
         self.act = act
-        self.rt_priority = rt_priority
         self.table = MappingTable(mc.mappings)
         self.parser = MidiParser()
         self.queue: deque = deque(maxlen=1024)
         self.wake = threading.Event()
-        self.running = True
         self.handled = 0
         self.port = _Port("in", mc.api, mc.in_port or "", CLIENT_IN, self._setup)
 
@@ -271,8 +269,7 @@ class MidiInput(threading.Thread):
         self.queue.append(event[0])
         self.wake.set()
 
-    def run(self) -> None:
-        set_thread_fifo(self.rt_priority)
+    def loop(self) -> None:
         next_poll = 0.0
         while self.running:
             now = time.monotonic()
@@ -283,7 +280,12 @@ class MidiInput(threading.Thread):
             self.wake.clear()
             while self.queue:
                 self.handle(self.queue.popleft())
+
+    def finish(self) -> None:
         self.port.close()
+
+    def wakeup(self) -> None:
+        self.wake.set()
 
     def handle(self, chunk) -> None:
         """One rtmidi message (or any bytes) -> actions. Never raises."""
@@ -296,22 +298,19 @@ class MidiInput(threading.Thread):
             log.exception("MIDI in: message %r", chunk)
 
     def close(self) -> None:
-        self.running = False
-        self.wake.set()
-        if self.is_alive():
-            self.join(timeout=3)
+        self.halt(timeout=3)
 
 
-class MidiOutput(threading.Thread):
+class MidiOutput(Worker):
     """Per-song messages at song start, MIDI clock and MTC locked to the audio position."""
 
     def __init__(self, mc: MidiConfig, daemon, trace: list | None = None):
-        super().__init__(name="backtrack-midi-out", daemon=True)
+        super().__init__("backtrack-midi-out", max(
+            0, daemon.engine.cfg.engine.realtime_priority - RT_BELOW_WRITER))
         self.daemon_ = daemon
         self.engine = daemon.engine
         self.mc = mc
         self.wake = threading.Event()
-        self.running = True
         self.pending: deque = deque()     # message tuples queued by song_started
         self.armed_until = 0.0
         self.trace = trace                # benches: (kind, song, frame, ns after send)
@@ -321,7 +320,6 @@ class MidiOutput(threading.Thread):
         self.sched = SyncScheduler(rate, self._tempo, clock=mc.clock, mtc=mc.mtc,
                                    fps=mc.mtc_fps, early_ns=-int(mc.offset_ms * 1e6)
                                    ) if (mc.clock or mc.mtc) else None
-        self.rt_priority = max(0, self.engine.cfg.engine.realtime_priority - RT_BELOW_WRITER)
         self.port = _Port("out", mc.api, mc.out_port or "", CLIENT_OUT)
 
     def _tempo(self, song: int) -> float | None:
@@ -342,8 +340,7 @@ class MidiOutput(threading.Thread):
         self.armed_until = time.monotonic() + ARMED_S
         self.wake.set()
 
-    def run(self) -> None:
-        set_thread_fifo(self.rt_priority)
+    def loop(self) -> None:
         next_poll = 0.0
         while self.running:
             try:
@@ -359,7 +356,12 @@ class MidiOutput(threading.Thread):
             if timeout > 0:
                 self.wake.wait(timeout)
                 self.wake.clear()
+
+    def finish(self) -> None:
         self.port.close()
+
+    def wakeup(self) -> None:
+        self.wake.set()
 
     def _step(self, next_poll: float) -> float:
         while self.pending:
@@ -400,10 +402,7 @@ class MidiOutput(threading.Thread):
             self.trace.append((kind, song, frame, time.monotonic_ns()))
 
     def close(self) -> None:
-        self.running = False
-        self.wake.set()
-        if self.is_alive():
-            self.join(timeout=3)
+        self.halt(timeout=3)
 
 
 class MidiControls:

@@ -14,11 +14,10 @@ import logging
 import os
 import selectors
 import socket
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from ..realtime import set_thread_fifo
+from ..threads import Worker
 
 log = logging.getLogger("backtrack.socket")
 
@@ -42,15 +41,14 @@ def parse_request(line: bytes) -> tuple[dict | None, str]:
     return req, ""
 
 
-class ControlServer(threading.Thread):
+class ControlServer(Worker):
     def __init__(self, path: str, handler: Handler, mode: int = 0o660, rt_priority: int = 0):
-        super().__init__(name="backtrack-socket", daemon=True)
+        # Below the writer, for the GIL's sake (see appliance/realtime.py).
+        super().__init__("backtrack-socket", rt_priority)
         self.path = path
         self.handler = handler
         self.mode = mode
-        self.rt_priority = rt_priority
         self.sel = selectors.DefaultSelector()
-        self.running = True
         self._bufs: dict[socket.socket, bytearray] = {}
         self._discarding: set[socket.socket] = set()
         self.sock = self._bind()
@@ -77,24 +75,21 @@ class ControlServer(threading.Thread):
         self.sel.register(s, selectors.EVENT_READ)
         return s
 
-    def run(self) -> None:
-        # Below the writer, for the GIL's sake (see appliance/realtime.py).
-        set_thread_fifo(self.rt_priority)
-        while self.running:
+    def step(self) -> None:
+        try:
+            events = self.sel.select(timeout=0.2)
+        except OSError:
+            return
+        for key, _mask in events:
+            sock = key.fileobj
             try:
-                events = self.sel.select(timeout=0.2)
-            except OSError:
-                continue
-            for key, _mask in events:
-                sock = key.fileobj
-                try:
-                    if sock is self.sock:
-                        self._accept()
-                    else:
-                        self._read(sock)  # type: ignore[arg-type]
-                except Exception:  # noqa: BLE001 - one client's trouble never stops the daemon
-                    log.exception("control client error")
-                    self._drop(sock)  # type: ignore[arg-type]
+                if sock is self.sock:
+                    self._accept()
+                else:
+                    self._read(sock)  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001 - one client's trouble never stops the daemon
+                log.exception("control client error")
+                self._drop(sock)  # type: ignore[arg-type]
 
     def _accept(self) -> None:
         try:
@@ -171,8 +166,7 @@ class ControlServer(threading.Thread):
             conn.close()
 
     def close(self) -> None:
-        self.running = False
-        self.join(timeout=2)
+        self.halt(timeout=2)
         for conn in list(self._bufs):
             self._drop(conn)
         with contextlib.suppress(OSError):

@@ -8,10 +8,12 @@ One thread, woken by datagrams or every heartbeat:
   announces its own failure (device lost, underrun storm, shutting down).
 - as follower: estimates the clock offset to the leader (PING/PONG), plays the leader's
   song at the leader's frame (seek), then keeps the lock by dropping or inserting single
-  frames (appliance.peer.clock.LockController), muted (`unmute` mode) or playing without
+  frames (appliance.peer.lock.FollowerLock), muted (`unmute` mode) or playing without
   the pilot tone (`switcher` mode); takes over when `Roles` says so.
 
-Pure logic lives in wire/clock/roles/dedupe; this file is the glue to sockets and engine.
+Pure logic lives in wire/clock/roles/dedupe/detector/protection; this file is the glue to
+the socket and to the engine, which it sees only through appliance.audio.playhead.PlayHead
+(where the DAC is, what plays, seek, correct, mute).
 """
 
 from __future__ import annotations
@@ -25,14 +27,15 @@ import time
 from collections.abc import Callable
 
 from ..actions import Action, parse_action
-from ..audio.engine import Engine
+from ..audio.playhead import PlayHead
 from ..config import Config
-from ..realtime import set_thread_fifo
+from ..threads import Worker
 from ..transport import CUED, PAUSED, PLAYING, STOPPED
 from . import udp, wire
-from .clock import DacClock, LockController, OffsetEstimator
+from .clock import OffsetEstimator
 from .dedupe import PressDeduper
 from .detector import FailureDetector
+from .lock import SEEK, FollowerLock
 from .protection import Facts, Reporter, assess
 from .roles import Roles
 
@@ -42,8 +45,6 @@ STATE_CODES = {STOPPED: 0, CUED: 1, PLAYING: 2, PAUSED: 3}
 STATE_NAMES = {v: k for k, v in STATE_CODES.items()}
 PING_EVERY_NS = 50_000_000
 FOLLOWER_EVERY_NS = 100_000_000
-SEEK_LEAD_S = 0.02      # seek this far ahead: the start lands a little behind, and a jump
-                        # forward (skipping decoded frames) is instant
 STORM_UNDERRUNS = 3     # underruns within STORM_WINDOW make the leader announce failure
 STORM_WINDOW_NS = 2_000_000_000
 START_TIMEOUT_NS = 60_000_000    # auto timeout until the detector has learned the link
@@ -67,15 +68,15 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-class PeerNode(threading.Thread):
-    def __init__(self, cfg: Config, engine: Engine, on_role: Callable[[str], None],
+class PeerNode(Worker):
+    def __init__(self, cfg: Config, head: PlayHead, on_role: Callable[[str], None],
                  act_locally: Callable[[Action, str], tuple[bool, str]]):
-        super().__init__(name="backtrack-peer", daemon=True)
+        super().__init__("backtrack-peer", max(0, cfg.engine.realtime_priority - 5))
         pc = cfg.peer
         assert pc is not None
         self.cfg = cfg
         self.pc = pc
-        self.engine = engine
+        self.head = head
         self.on_role = on_role
         self.act_locally = act_locally
         self.key = wire.load_key(pc.key_file)
@@ -102,15 +103,11 @@ class PeerNode(threading.Thread):
         self._unlocked_since: int | None = None
         self._followers_seen = False
         self.rate = cfg.device.rate
-        self.dac = DacClock(nominal_hz=self.rate)
-        self._clk_seen = 0
-        self._clk_epoch = -1
         self.dac_ppm: float | None = None  # our card's measured rate against nominal
         self.dac_point: tuple[int, int, int] | None = None  # (song, frame, when at the DAC)
         self.offsets: dict[int, OffsetEstimator] = {}
-        self.lock = LockController()
+        self.lock = FollowerLock()
         self.deduper = PressDeduper()
-        self.running = True
         self.leader_state: wire.State | None = None
         self.leader_state_from = 0  # the unit that sent leader_state
         self.leader_seen_ns = 0
@@ -124,7 +121,6 @@ class PeerNode(threading.Thread):
         self._change = threading.Event()
         self.network_muted = False  # fault injection: a partitioned network
         self.hold_join = False  # fault injection: a follower that has not joined the song yet
-        self.lock_error_frames: float | None = None
         self.wire_in = None
         self.wire_out = None
         self.wire_last_edge = 0
@@ -132,7 +128,7 @@ class PeerNode(threading.Thread):
         self.sock = udp.open_socket(*parse_hostport(pc.listen))
         self.stamped = 0  # datagrams with the kernel's arrival time (the rest: time read)
         self.peers = [parse_hostport(p) for p in pc.peers]
-        engine.listeners.append(self._on_engine)
+        head.on_change(self._on_engine)
         self._setup_wire()
 
     # ---- set-up ----------------------------------------------------------------------------
@@ -182,7 +178,7 @@ class PeerNode(threading.Thread):
     def setlist(self) -> int:
         """The hash of the show the engine plays now: after a reload (SIGHUP) that changed
         the setlist, the new one, from the moment the engine took it."""
-        cfg = self.engine.cfg
+        cfg = self.head.cfg
         if cfg is not self._hashed_cfg:
             self._hashed_cfg, self._setlist = cfg, setlist_hash(cfg)
         return self._setlist
@@ -206,9 +202,9 @@ class PeerNode(threading.Thread):
                 self.sock.sendto(data, addr)
 
     def _state_payload(self) -> wire.State:
-        d, seg_song, frame, playing = self.engine.writer.last_segment()
-        cur = self.engine.transport.current
-        t = self.dac.time_of(d) if self.dac.ready else time.monotonic_ns()
+        d, seg_song, frame, _playing = self.head.segment()
+        cur = self.head.transport
+        t = self.head.dac_time_of(d) if self.head.dac_ready else time.monotonic_ns()
         flags = wire.FLAG_FAILING if self.failing_reason else 0
         song = cur.song
         if cur.state not in (PLAYING, PAUSED):
@@ -252,22 +248,16 @@ class PeerNode(threading.Thread):
         return getattr(self, "_leader_addr", None)
 
     # ---- engine events ---------------------------------------------------------------------
-    def _on_engine(self, event: str, _engine: Engine) -> None:
+    def _on_engine(self, event: str, _engine: object) -> None:
         if self.roles.role == "leader":
             self._change.set()
 
     # ---- the thread ------------------------------------------------------------------------
-    def run(self) -> None:
-        set_thread_fifo(max(0, self.cfg.engine.realtime_priority - 5))
+    def loop(self) -> None:
         self._apply(self.roles.tick(time.monotonic_ns()))
-        while self.running:
-            try:
-                self._loop_once()
-            except Exception:  # noqa: BLE001 - the peer link must never take the show down
-                log.exception("peer loop error")
-                time.sleep(0.01)
+        super().loop()   # step() until halted; an error is logged, the link goes on
 
-    def _loop_once(self) -> None:
+    def step(self) -> None:
         now = time.monotonic_ns()
         wait = self.heartbeat_ns / 1e9
         if self.roles.role == "leader":
@@ -280,7 +270,7 @@ class PeerNode(threading.Thread):
         self._watch_health(now)
         self._watch_ids(now)
         self.roles.healthy = self._healthy()
-        self.roles.device_ok = self.engine.writer.device_ok
+        self.roles.device_ok = self.head.device_ok
         self.roles.timeout_ns = self.detector.timeout_ns
         self._assess(now)
         wire_alive = self.wire_alive(now) if self.wire_in is not None else None
@@ -289,7 +279,7 @@ class PeerNode(threading.Thread):
             if self._change.is_set() or now - self.last_state_sent >= self.heartbeat_ns:
                 self._change.clear()
                 self.send_state()
-            if self.wire_out is not None and self.engine.healthy(0.05):
+            if self.wire_out is not None and self.head.healthy(0.05):
                 self.wire_out.toggle()
         else:
             if now - self.last_ping >= PING_EVERY_NS and self.leader_addr():
@@ -301,7 +291,7 @@ class PeerNode(threading.Thread):
                 self._send(wire.Ping(t1=time.monotonic_ns()), [self.leader_addr()])
             if now - self.last_follower >= FOLLOWER_EVERY_NS:
                 self.last_follower = now
-                err = self.lock_error_frames
+                err = self.lock.error_frames
                 self._send(wire.Follower(
                     term=self.roles.term,
                     lock_error_ns=int((err or 0) * 1e9 / self.rate),
@@ -369,53 +359,27 @@ class PeerNode(threading.Thread):
 
     # ---- follower: play what the leader plays, where it plays it ---------------------------
     def _follow(self, st: wire.State, leader: int, now: int) -> None:
-        eng = self.engine
+        head = self.head
         state = STATE_NAMES.get(st.state, STOPPED)
-        if not 0 <= st.song < len(self.engine.cfg.songs):
+        if not 0 <= st.song < head.songs:
             return
         if state != PLAYING:
-            eng.mirror(state, st.song)
-            self.lock.reset()
-            self.lock_error_frames = None
+            head.mirror(state, st.song)
+            self.lock.stop()
             return
+        if self.hold_join:
+            return  # fault injection: not joining yet
         est = self.offsets.get(leader)
-        if est is None or not est.ready or not self.dac.ready or self.hold_join:
-            return  # not yet able to say where the leader is
-        seg = eng.writer.last_segment()
-        if not self._playing_song(seg, st.song):
+        decision = self.lock.decide(st, est, head, audible=self.roles.role == "leader",
+                                    now_ns=now)
+        if decision is SEEK:
             self._seek(st, est, now)
-            return
-        d, _song, frame, _playing = seg
-        if eng.writer.adjust_request or eng.writer._nhist <= eng.writer.adjust_row + 1:
-            return  # the last correction has not shown yet
-        t_local = self.dac.time_of(d)
-        leader_frame = st.frame + (est.to_remote(t_local) - st.t_ns) * st.rate / 1e9
-        err = frame - leader_frame
-        self.lock_error_frames = err
-        audible = self.roles.role == "leader"
-        k = self.lock.update(err, now, audible=audible)
-        if self.lock.needs_seek and not audible:
-            self._seek(st, est, now)
-        elif k:
-            eng.request_adjust(k)
-
-    def _playing_song(self, segment: tuple[int, int, int, bool], song: int) -> bool:
-        """Whether this unit plays `song` now, by the writer's newest `segment`
-        (Writer.last_segment), not only by the transport (which learns of a gapless song
-        change a moment later)."""
-        _d, seg_song, _frame, playing = segment
-        return self.engine.transport.current.state == PLAYING and seg_song == song and playing
+        elif decision.kind == "correct":
+            head.correct(decision.frames)
 
     def _seek(self, st: wire.State, est: OffsetEstimator | None, now: int) -> None:
-        """Play the leader's song where the leader will be SEEK_LEAD_S from now. Without a
-        clock offset yet, from the time its STATE arrived here (off by the network's
-        one-way delay and the leader's output latency: milliseconds)."""
-        lead_ns = int(SEEK_LEAD_S * 1e9)
-        if est is not None and est.ready:
-            target = st.frame + (est.to_remote(now + lead_ns) - st.t_ns) * st.rate / 1e9
-        else:
-            target = st.frame + (now + lead_ns - self.leader_seen_ns) * st.rate / 1e9
-        self.engine.seek(st.song, int(target))
+        """Play the leader's song where the leader will be a moment from now."""
+        self.head.seek(st.song, self.lock.seek_target(st, est, now, self.leader_seen_ns))
         self.lock.reset()
 
     def _carry_on(self, now: int) -> None:
@@ -426,9 +390,9 @@ class PeerNode(threading.Thread):
         follow that stop."""
         st = self.leader_state
         if st is None or STATE_NAMES.get(st.state) != PLAYING or \
-                not 0 <= st.song < len(self.engine.cfg.songs):
+                not 0 <= st.song < self.head.songs:
             return
-        if self._playing_song(self.engine.writer.last_segment(), st.song):
+        if self.head.plays(st.song):
             return  # with the song already: the lock has it where it should be
         log.warning("taking over a song not joined yet: song %d from where the leader was",
                     st.song + 1)
@@ -437,34 +401,24 @@ class PeerNode(threading.Thread):
     def _healthy(self) -> bool:
         """A good successor: its device plays, it has the same show, and it is locked (or
         there is nothing to lock to)."""
-        if not self.engine.writer.device_ok or self.refused_setlist:
+        if not self.head.device_ok or self.refused_setlist:
             return False
         st = self.leader_state
         return st is None or st.state != STATE_CODES[PLAYING] or self.lock.locked
 
     # ---- DAC clock and health --------------------------------------------------------------
     def _feed_dac_clock(self) -> None:
-        w = self.engine.writer
-        if w.clock_epoch != self._clk_epoch:
-            self._clk_epoch = w.clock_epoch
-            self.dac.rebase()  # an underrun or a reopen moves the line, not the card's rate
-        rows, self._clk_seen = w.clock_samples(self._clk_seen)
-        for frame, t in rows:
-            # a step in the line that no underrun announced is found by DacClock itself
-            self.dac.add(int(frame), int(t))
-        if rows and self.dac.ready:
-            self.dac_ppm = round((self.dac.rate_hz / self.rate - 1) * 1e6, 1)
-            d, song, frame, playing = w.last_segment()
-            self.dac_point = (song, frame, self.dac.time_of(d)) if playing else None
+        if self.head.refresh() and self.head.dac_ready:
+            self.dac_ppm = round(self.head.dac_ppm, 1)
+            self.dac_point = self.head.dac_point()
 
     def _watch_health(self, now: int) -> None:
         if self.roles.role != "leader" or self.failing_reason:
             return
-        st_dev = self.engine.writer.device_ok
-        if not st_dev:
+        if not self.head.device_ok:
             self.announce_failing("device lost")
             return
-        under = self.engine.writer.sink.underruns
+        under = self.head.underruns
         if under != self._last_under:
             self._last_under = under
             self._under_marks.append(now)
@@ -512,7 +466,7 @@ class PeerNode(threading.Thread):
 
     def _why_not_bits(self, now: int) -> int:
         bits = 0
-        if not self.engine.writer.device_ok:
+        if not self.head.device_ok:
             bits |= wire.NO_DEVICE
         if self.refused_setlist:
             bits |= wire.SETLIST_MISMATCH
@@ -530,7 +484,7 @@ class PeerNode(threading.Thread):
             role=r.role, heard_peer=self.counters.accepted > 0,
             leader_alive=r.leader_id is not None and self.leader_seen_ns > 0
             and now - self.leader_seen_ns < CEILING_NS and r.leader_id != self.id,
-            device_ok=self.engine.writer.device_ok, locked=self._lock_fact(now),
+            device_ok=self.head.device_ok, locked=self._lock_fact(now),
             setlist_mismatch=self.refused_setlist,
             id_clash=self._clash_detail if now - self._clash_ns < LATELY_NS else "",
             key_mismatch=self._hmac_lately if now - self._hmac_ns < LATELY_NS else 0,
@@ -569,20 +523,20 @@ class PeerNode(threading.Thread):
 
     def _become_audible(self) -> None:
         if self.pc.mode == "switcher":
-            self.engine.set_pilot(True)
+            self.head.set_pilot(True)
         else:
-            self.engine.set_audible(True, fade=True)
+            self.head.set_audible(True, fade=True)
 
     def _become_silent(self) -> None:
         if self.pc.mode == "switcher":
-            self.engine.set_pilot(False)
+            self.head.set_pilot(False)
         else:
-            self.engine.set_audible(False, fade=False)
+            self.head.set_audible(False, fade=False)
 
     # ---- status ----------------------------------------------------------------------------
     def health(self) -> dict:
         now = time.monotonic_ns()
-        err = self.lock_error_frames
+        err = self.lock.error_frames
         est = self.offsets.get(self.roles.leader_id)
         return {
             "role": self.roles.role,
@@ -594,11 +548,11 @@ class PeerNode(threading.Thread):
             if self.leader_seen_ns else None,
             "locked": self.lock.locked if self.roles.role != "leader" else None,
             "lock_error_ms": round(err / self.rate * 1000, 4) if err is not None else None,
-            "drift_ppm": round(self.lock.drift_frames_per_s / self.rate * 1e6, 1),
-            "frames_dropped": self.lock.dropped,
-            "frames_inserted": self.lock.inserted,
+            "drift_ppm": round(self.lock.controller.drift_frames_per_s / self.rate * 1e6, 1),
+            "frames_dropped": self.lock.controller.dropped,
+            "frames_inserted": self.lock.controller.inserted,
             "dac_ppm": self.dac_ppm,
-            "dac_steps": self.dac.steps,
+            "dac_steps": self.head.dac.steps,
             "kernel_stamps": self.stamped > 0,
             "dac_point": self.dac_point,
             "offset_us": round(est.offset_ns / 1000, 1) if est is not None and est.ready
@@ -618,8 +572,7 @@ class PeerNode(threading.Thread):
     def close(self) -> None:
         if self.roles.role == "leader":
             self.announce_failing("shutting down")
-        self.running = False
-        self.join(timeout=1)
+        self.halt(timeout=1)
         with contextlib.suppress(OSError):
             self.sock.close()
         for dev in (self.wire_in, self.wire_out):
@@ -630,7 +583,8 @@ class PeerNode(threading.Thread):
 
 def start(cfg: Config, daemon) -> PeerNode:
     """Build and start the node for `daemon` (appliance.service.Daemon)."""
-    node = PeerNode(cfg, daemon.engine, on_role=lambda role: setattr(daemon, "role", role),
+    node = PeerNode(cfg, PlayHead(daemon.engine),
+                    on_role=lambda role: setattr(daemon, "role", role),
                     act_locally=lambda a, src: daemon.engine.command(a))
     # every unit starts silent; the leader becomes audible once it has listened (Roles)
     if cfg.peer.mode != "switcher":

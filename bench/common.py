@@ -14,10 +14,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.conftest import JackAudio, start_jack_audio  # noqa: E402
-from tests.showkit import Daemon, Show  # noqa: E402
+from tests.showkit import DaemonProcess, Show  # noqa: E402
 
 RATE = 48000
-__all__ = ["JackAudio", "start_jack_audio", "Daemon", "Show", "make_set", "pct", "row",
+__all__ = ["JackAudio", "start_jack_audio", "DaemonProcess", "Show", "make_set", "pct", "row",
            "proc_cpu_s", "proc_mem_mb", "rss_without_jack_mb"]
 
 

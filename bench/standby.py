@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from common import RATE, Daemon, Show, row, start_jack_audio  # (puts the repo on sys.path)
+from common import RATE, DaemonProcess, Show, row, start_jack_audio  # (puts the repo on sys.path)
 
 from appliance.peer import wire
 from tests.showkit import find_song_start, free_port
@@ -127,7 +127,7 @@ def bench_takeover(kills: int, period: int, timeout_ms: float | None,
             with tempfile.TemporaryDirectory() as d:
                 sa, sb, stems = make_pair(Path(d), 1, 12.0, "unmute", period, timeout_ms,
                                           heartbeat_ms)
-                with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+                with DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b:
                     why = ""
                     if not wait_for(lambda: a.status()["role"] == "leader", 5):
                         why = "A did not lead"
@@ -209,7 +209,7 @@ def bench_lossy(minutes: float, period: int, loss: float, jitter_ms: float) -> N
                                        listen_ports=(listen_a, listen_b))
             with LossyLink(side_a, side_b, listen_a, listen_b, loss=loss,
                            jitter_ms=jitter_ms, seconds=minutes * 60 + 120) as link, \
-                    Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+                    DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b:
                 wait_for(lambda: a.status()["role"] == "leader", 5)
                 wait_for(lambda: b.status()["peer"]["leader"] is not None, 10)
                 a.ctl("play")
@@ -242,7 +242,7 @@ def bench_lossy(minutes: float, period: int, loss: float, jitter_ms: float) -> N
           f"(seen {took_s * 1000:.0f} ms after the kill by a status poll)")
 
 
-def poll_status(daemons: dict[str, Daemon], every_s: float, stop: threading.Event,
+def poll_status(daemons: dict[str, DaemonProcess], every_s: float, stop: threading.Event,
                 out: list[tuple[float, str, dict]]) -> None:
     """What each unit says about its lock while the run goes on (for --trace)."""
     while not stop.wait(every_s):
@@ -289,7 +289,7 @@ def bench_alignment(minutes: float, period: int, timeout_ms: float, heartbeat_ms
         with tempfile.TemporaryDirectory() as d:
             sa, sb, stems = make_pair(Path(d), songs, song_s, "switcher", period, timeout_ms,
                                       heartbeat_ms, writer_cpus)
-            with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+            with DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b:
                 wait_for(lambda: a.status()["role"] == "leader", 5)
                 a.ctl("play")
                 wait_for(lambda: b.status()["peer"]["locked"], 10)

@@ -2,7 +2,7 @@
 
 `make_show` writes songs whose stems are seeded noise quantised to 2^-20 (exact through
 S32 and float), so a recorded frame can be traced back to its song, stem and frame by
-value: a dropped, repeated or misplaced frame cannot hide. `Daemon` runs `backtrack run`
+value: a dropped, repeated or misplaced frame cannot hide. `DaemonProcess` runs `backtrack run`
 as a real process against a JackAudio sound card.
 """
 
@@ -219,7 +219,7 @@ def wait_for(pred, timeout: float = 10.0, what: str = "condition", every: float 
     raise AssertionError(f"timed out waiting for {what}")
 
 
-class Daemon:
+class DaemonProcess:
     """`backtrack run` in a subprocess with the sound card's environment."""
 
     def __init__(self, show: Show, env: dict[str, str], log: Path | None = None):
@@ -284,7 +284,7 @@ class Daemon:
         self._log.close()
         return self.proc.returncode
 
-    def __enter__(self) -> Daemon:
+    def __enter__(self) -> DaemonProcess:
         return self
 
     def __exit__(self, *exc) -> None:

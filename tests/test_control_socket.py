@@ -17,7 +17,7 @@ import pytest
 
 from appliance.actions import request_action
 from appliance.controls.socket import MAX_CLIENTS, MAX_LINE, ControlServer
-from tests.showkit import Daemon, make_show
+from tests.showkit import DaemonProcess, make_show
 
 
 @pytest.fixture
@@ -164,7 +164,7 @@ def run_ctl(sock, *words):
 
 def test_ctl_cli_against_a_daemon(jack_audio, tmp_path):
     show = make_show(tmp_path, [4.0, 4.0])
-    with Daemon(show, jack_audio.environ()):
+    with DaemonProcess(show, jack_audio.environ()):
         r = run_ctl(show.socket, "play")
         assert r.returncode == 0 and "1/2" in r.stdout and "playing" in r.stdout
         r = run_ctl(show.socket, "status", "--json")

@@ -27,10 +27,10 @@ from appliance.peer.wire import (
     Follower,
     KeyFileError,
     Kind,
+    LeaderState,
     Ping,
     Pong,
     ReplayGuard,
-    State,
     WireError,
     decode,
     encode,
@@ -47,11 +47,11 @@ I64 = (-(2**63), 2**63 - 1)
 U64 = 2**64 - 1
 
 PAYLOADS = [
-    State(term=3, leader=2, song=7, state=wire.PLAYING, frame=123_456_789,
+    LeaderState(term=3, leader=2, song=7, state=wire.STATE_CODES["playing"], frame=123_456_789,
           t_ns=987_654_321_000, rate=48000, setlist=0xDEADBEEF, flags=wire.FLAG_FAILING),
-    State(term=U64, leader=65535, song=2**32 - 1, state=wire.PAUSED, frame=I64[0], t_ns=I64[1],
+    LeaderState(term=U64, leader=65535, song=2**32 - 1, state=wire.STATE_CODES["paused"], frame=I64[0], t_ns=I64[1],
           rate=2**32 - 1, setlist=0, flags=2**32 - 1),
-    State(term=0, leader=0, song=0, state=wire.STOPPED, frame=-1, t_ns=0, rate=0, setlist=1),
+    LeaderState(term=0, leader=0, song=0, state=wire.STATE_CODES["stopped"], frame=-1, t_ns=0, rate=0, setlist=1),
     Ping(t1=I64[1]),
     Ping(t1=0),
     Pong(t1=1, t2=I64[0], t3=I64[1]),
@@ -109,10 +109,10 @@ def test_failing_flag_and_long_reason_is_cut_on_a_character() -> None:
 
 
 @pytest.mark.parametrize("bad", [
-    State(term=-1, leader=0, song=0, state=0, frame=0, t_ns=0, rate=0, setlist=0),
-    State(term=0, leader=65536, song=0, state=0, frame=0, t_ns=0, rate=0, setlist=0),
-    State(term=0, leader=0, song=0, state=4, frame=0, t_ns=0, rate=0, setlist=0),
-    State(term=0, leader=0, song=0, state=0, frame=2**63, t_ns=0, rate=0, setlist=0),
+    LeaderState(term=-1, leader=0, song=0, state=0, frame=0, t_ns=0, rate=0, setlist=0),
+    LeaderState(term=0, leader=65536, song=0, state=0, frame=0, t_ns=0, rate=0, setlist=0),
+    LeaderState(term=0, leader=0, song=0, state=4, frame=0, t_ns=0, rate=0, setlist=0),
+    LeaderState(term=0, leader=0, song=0, state=0, frame=2**63, t_ns=0, rate=0, setlist=0),
     Ping(t1=2**63),
     Command(press_id=1, action="x" * 33),
     Command(press_id=1, action=""),

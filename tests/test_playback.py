@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from tests.jackaudio import judged
-from tests.showkit import RATE, Daemon, find_song_start, locate, make_show, mismatches, trace
+from tests.showkit import RATE, DaemonProcess, find_song_start, locate, make_show, mismatches, trace
 
 FADE_LIMIT = int(0.010 * RATE)  # stop/pause fade: at most 10 ms
 
 
-def wait_state(d: Daemon, state: str, timeout: float = 10.0, song: int | None = None) -> dict:
+def wait_state(d: DaemonProcess, state: str, timeout: float = 10.0, song: int | None = None) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         st = d.ctl("status")["state"]
@@ -31,7 +31,7 @@ def test_long_song_every_frame_on_its_outputs(jack_audio, tmp_path):
     """22 s of 4 stems (mono, stereo, mono fanned out to two outputs): every recorded frame
     equals the expected mix, so no frame was dropped, repeated or misrouted."""
     show = make_show(tmp_path, [22.0])
-    with Daemon(show, jack_audio.environ()) as d:
+    with DaemonProcess(show, jack_audio.environ()) as d:
         assert d.ctl("play")["ok"]
         wait_state(d, "stopped", timeout=40)  # the set ended
         time.sleep(0.1)
@@ -53,7 +53,7 @@ def test_long_song_every_frame_on_its_outputs(jack_audio, tmp_path):
 
 def test_next_prev_goto_start_right_song_at_frame_zero(jack_audio, tmp_path):
     show = make_show(tmp_path, [6.0, 6.0, 6.0])
-    with Daemon(show, jack_audio.environ()) as d:
+    with DaemonProcess(show, jack_audio.environ()) as d:
         d.ctl("play")
         time.sleep(0.5)
         assert d.ctl({"cmd": "goto", "song": 3})["state"]["song"] == 3
@@ -79,7 +79,7 @@ def test_next_prev_goto_start_right_song_at_frame_zero(jack_audio, tmp_path):
 
 def test_stop_fades_out_then_silence(jack_audio, tmp_path):
     show = make_show(tmp_path, [5.0])
-    with Daemon(show, jack_audio.environ()) as d:
+    with DaemonProcess(show, jack_audio.environ()) as d:
         d.ctl("play")
         time.sleep(1.0)
         d.ctl("stop")
@@ -104,7 +104,7 @@ def test_stop_fades_out_then_silence(jack_audio, tmp_path):
 
 def test_pause_resume_continues_at_same_frame(jack_audio, tmp_path):
     show = make_show(tmp_path, [6.0])
-    with Daemon(show, jack_audio.environ()) as d:
+    with DaemonProcess(show, jack_audio.environ()) as d:
         d.ctl("play")
         time.sleep(1.0)
         assert d.ctl("pause")["state"]["state"] == "paused"
@@ -139,7 +139,7 @@ def test_pause_resume_continues_at_same_frame(jack_audio, tmp_path):
 
 def test_after_next_is_gapless(jack_audio, tmp_path):
     show = make_show(tmp_path, [2.0, 2.0], afters=["next", "stop"])
-    with Daemon(show, jack_audio.environ()) as d:
+    with DaemonProcess(show, jack_audio.environ()) as d:
         d.ctl("play")
         wait_state(d, "playing", song=2, timeout=10)
         wait_state(d, "stopped", timeout=10)
@@ -154,7 +154,7 @@ def test_after_next_is_gapless(jack_audio, tmp_path):
 
 def test_underrun_keeps_position_right(jack_audio, tmp_path):
     show = make_show(tmp_path, [8.0])
-    with Daemon(show, jack_audio.environ()) as d:
+    with DaemonProcess(show, jack_audio.environ()) as d:
         d.ctl("play")
         time.sleep(1.0)
         d.ctl({"cmd": "_fault", "stall_ms": 150})  # the writer stalls: the device runs dry
@@ -176,7 +176,7 @@ def test_underrun_keeps_position_right(jack_audio, tmp_path):
 
 def test_deleted_stem_plays_as_silence(jack_audio, tmp_path):
     show = make_show(tmp_path, [3.0, 3.0, 3.0])
-    with Daemon(show, jack_audio.environ()) as d:
+    with DaemonProcess(show, jack_audio.environ()) as d:
         d.ctl("play")
         time.sleep(0.3)
         (tmp_path / "s3_tracks.wav").unlink()  # mid-show, a stem of a later song vanishes

@@ -12,7 +12,7 @@ import pytest
 from appliance.peer import wire
 from tests.jackaudio import judged
 from tests.lossylink import LossyLink
-from tests.showkit import Daemon, free_port, make_show, wait_for
+from tests.showkit import DaemonProcess, free_port, make_show, wait_for
 
 
 def peer(role: str, me: int, other: int, key, extra: str = "") -> str:
@@ -56,7 +56,7 @@ def test_obvious_pair_is_protected_and_takes_over_fast(jack_audio_factory, tmp_p
     sa, sb = default_pair(tmp_path, led=True)
     env_a = ja.environ(GPIOZERO_PIN_FACTORY="mock")
     env_b = jb.environ(GPIOZERO_PIN_FACTORY="mock")
-    with Daemon(sa, env_a) as a, Daemon(sb, env_b) as b, judged(ja, jb):
+    with DaemonProcess(sa, env_a) as a, DaemonProcess(sb, env_b) as b, judged(ja, jb):
         wait_for(lambda: a.status()["role"] == "leader", timeout=5)
         a.ctl("play")
         wait_for(lambda: b.status()["peer"]["locked"], timeout=20)
@@ -87,7 +87,7 @@ def test_obvious_pair_is_protected_and_takes_over_fast(jack_audio_factory, tmp_p
         assert gap_ms < 60, f"gap {gap_ms:.1f} ms"  # sanity bound; the figure is in bench/
 
 
-def wait_cause(d: Daemon, cause: str, timeout: float = 15.0) -> dict:
+def wait_cause(d: DaemonProcess, cause: str, timeout: float = 15.0) -> dict:
     return wait_for(lambda: (s := d.status())["peer"]["protected"] is False
                     and cause in causes(s) and s, timeout=timeout)
 
@@ -98,7 +98,7 @@ def test_configured_id_clash_is_refused_loudly(jack_audio_factory, tmp_path):
     sa, sb = default_pair(tmp_path, a_extra=", id: 7", b_extra=", id: 7", led=True)
     env_a = ja.environ(GPIOZERO_PIN_FACTORY="mock")
     env_b = jb.environ(GPIOZERO_PIN_FACTORY="mock")
-    with Daemon(sa, env_a) as a, Daemon(sb, env_b) as b:
+    with DaemonProcess(sa, env_a) as a, DaemonProcess(sb, env_b) as b:
         st_a = wait_cause(a, "id clash")
         st_b = wait_cause(b, "id clash")
         wait_for(lambda: led_of(a.status()) == "unprotected"
@@ -116,7 +116,7 @@ def test_random_ids_never_clash_for_long(jack_audio_factory, tmp_path):
     ja = jack_audio_factory(seconds=30)
     jb = jack_audio_factory(seconds=30)
     sa, sb = default_pair(tmp_path)
-    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+    with DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b:
         wait_for(lambda: a.status()["peer"]["protected"] and b.status()["peer"]["protected"],
                  timeout=10)
         ua, ub = a.status()["peer"]["unit"], b.status()["peer"]["unit"]
@@ -128,7 +128,7 @@ def test_key_mismatch_is_named(jack_audio_factory, tmp_path):
     jb = jack_audio_factory(seconds=30)
     other = keyfile(tmp_path / "other.key")
     sa, sb = default_pair(tmp_path, b_key=other)
-    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+    with DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b:
         st_a = wait_cause(a, "key mismatch")
         st_b = wait_cause(b, "key mismatch")
     assert st_a["peer"]["packets"]["dropped"]["hmac"] > 0
@@ -140,7 +140,7 @@ def test_setlist_mismatch_is_named_on_both(jack_audio_factory, tmp_path):
     ja = jack_audio_factory(seconds=30)
     jb = jack_audio_factory(seconds=30)
     sa, sb = default_pair(tmp_path, b_seconds=(20.0, 5.0))   # another show: a song more
-    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+    with DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b:
         st_b = wait_cause(b, "setlist mismatch")
         st_a = wait_cause(a, "setlist mismatch")
     assert st_b["peer"]["setlist_mismatch"] and st_b["role"] == "follower"
@@ -152,7 +152,7 @@ def test_peer_never_heard_is_named(jack_audio_factory, tmp_path):
     jb = jack_audio_factory(seconds=30)
     nowhere = free_port(), free_port()   # both units send where nobody listens
     sa, sb = default_pair(tmp_path, peers=nowhere)
-    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+    with DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b:
         st_a = wait_cause(a, "peer never heard")
         st_b = wait_cause(b, "peer never heard")
     assert st_a["peer"]["packets"]["accepted"] == 0 == st_b["peer"]["packets"]["accepted"]
@@ -162,7 +162,7 @@ def test_follower_not_locked_is_named_on_both(jack_audio_factory, tmp_path):
     ja = jack_audio_factory(seconds=40)
     jb = jack_audio_factory(seconds=40)
     sa, sb = default_pair(tmp_path)
-    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+    with DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b:
         wait_for(lambda: b.status()["peer"]["protected"], timeout=10)
         b.ctl({"cmd": "_fault", "join": False})   # it hears the leader play, cannot join
         a.ctl("play")
@@ -179,7 +179,7 @@ def test_follower_without_a_device_is_named_on_both(jack_audio_factory, tmp_path
     ja = jack_audio_factory(seconds=30)
     jb = jack_audio_factory(seconds=30)
     sa, sb = default_pair(tmp_path)
-    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+    with DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b:
         wait_for(lambda: b.status()["peer"]["protected"], timeout=10)
         jb.server.kill()  # the follower's interface vanishes
         st_b = wait_cause(b, "follower without a device")
@@ -199,7 +199,7 @@ def test_lossy_jittery_link_no_false_takeover_and_a_real_kill_still_taken(
     sa, sb = default_pair(tmp_path, ports=(pa, pb), peers=(rb_, ra_), a_seconds=(60.0,),
                           b_seconds=(60.0,))
     with LossyLink(ra_, rb_, pa, pb, loss=0.05, jitter_ms=5.0, seed=3) as link, \
-            Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+            DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b:
         wait_for(lambda: a.status()["role"] == "leader", timeout=5)
         wait_for(lambda: b.status()["peer"]["leader"] is not None, timeout=10)
         a.ctl("play")
@@ -254,7 +254,7 @@ def test_reload_that_changes_the_setlist_is_seen_by_the_pair(jack_audio_factory,
     ja = jack_audio_factory(seconds=30)
     jb = jack_audio_factory(seconds=30)
     sa, sb = default_pair(tmp_path)
-    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+    with DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b:
         wait_for(lambda: a.status()["peer"]["protected"] and b.status()["peer"]["protected"],
                  timeout=10)
         text = sb.config.read_text()

@@ -48,8 +48,8 @@ def offset(zero_at: int = 0) -> OffsetEstimator:
     return est
 
 
-def state(frame: int, t_ns: int) -> wire.State:
-    return wire.State(term=1, leader=1, song=0, state=2, frame=frame, t_ns=t_ns, rate=RATE,
+def state(frame: int, t_ns: int) -> wire.LeaderState:
+    return wire.LeaderState(term=1, leader=1, song=0, state=2, frame=frame, t_ns=t_ns, rate=RATE,
                       setlist=0, flags=0)
 
 

@@ -13,7 +13,7 @@ from appliance.peer import wire
 from tests.jackaudio import HarnessDisturbed, judged
 from tests.showkit import (
     RATE,
-    Daemon,
+    DaemonProcess,
     find_frame,
     free_port,
     make_show,
@@ -49,7 +49,7 @@ def test_follower_locks_and_stays_aligned_with_drifting_cards(jack_audio_factory
     ja = jack_audio_factory(seconds=40)
     jb = jack_audio_factory(seconds=40, faketime="+0 x1.0005")
     sa, sb, _key, _ = pair(tmp_path, mode="switcher")
-    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b, judged(ja, jb):
+    with DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b, judged(ja, jb):
         wait_for(lambda: a.status()["role"] == "leader", timeout=5)
         a.ctl("play")
         wait_for(lambda: b.status()["peer"]["locked"], timeout=20)
@@ -99,7 +99,7 @@ def test_kill_leader_follower_continues_the_song(jack_audio_factory, tmp_path):
     jb = jack_audio_factory(seconds=30)
     sa, sb, _key, _ = pair(tmp_path)
     exp = sa.expected(0)
-    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b, judged(ja, jb):
+    with DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b, judged(ja, jb):
         wait_for(lambda: a.status()["role"] == "leader", timeout=5)
         a.ctl("play")
         wait_for(lambda: b.status()["peer"]["locked"], timeout=20)
@@ -135,7 +135,7 @@ def test_leader_losing_its_device_hands_over_at_once(jack_audio_factory, tmp_pat
     ja = jack_audio_factory(seconds=30)
     jb = jack_audio_factory(seconds=30)
     sa, sb, _key, _ = pair(tmp_path)
-    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b, judged(jb):
+    with DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b, judged(jb):
         wait_for(lambda: a.status()["role"] == "leader", timeout=5)
         a.ctl("play")
         wait_for(lambda: b.status()["peer"]["locked"], timeout=20)
@@ -163,7 +163,7 @@ def test_takeover_before_joining_the_song_plays_it_on(jack_audio_factory, tmp_pa
     jb = jack_audio_factory(seconds=30)
     sa, sb, _key, _ = pair(tmp_path)
     exp = sa.expected(0)
-    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b, judged(ja, jb):
+    with DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b, judged(ja, jb):
         wait_for(lambda: a.status()["role"] == "leader", timeout=5)
         wait_for(lambda: b.status()["peer"]["offset_us"] is not None, timeout=5)
         b.ctl({"cmd": "_fault", "join": False})
@@ -201,7 +201,7 @@ def test_partition_with_live_heartbeat_wire_causes_no_takeover(jack_audio_factor
     jb = jack_audio_factory(seconds=30)
     sa, sb, _key, _ = pair(tmp_path, follower_extra=", heartbeat: {in_pin: 23}")
     env_b = jb.environ(GPIOZERO_PIN_FACTORY="mock")
-    with Daemon(sa, ja.environ()) as a, Daemon(sb, env_b) as b, judged(ja, jb):
+    with DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, env_b) as b, judged(ja, jb):
         wait_for(lambda: a.status()["role"] == "leader", timeout=5)
         a.ctl("play")
         wait_for(lambda: b.status()["peer"]["locked"], timeout=20)
@@ -220,12 +220,12 @@ def test_forged_replayed_and_garbage_packets_change_nothing(jack_audio_factory, 
     jb = jack_audio_factory(seconds=30)
     sa, sb, key_file, port_b = pair(tmp_path)
     key = wire.load_key(key_file)
-    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b, judged(ja, jb):
+    with DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b, judged(ja, jb):
         wait_for(lambda: a.status()["role"] == "leader", timeout=5)
         a.ctl("play")
         wait_for(lambda: b.status()["peer"]["locked"], timeout=20)
         before = b.status()
-        evil = wire.State(term=99, leader=9, song=1, state=0, frame=0, t_ns=0, rate=RATE,
+        evil = wire.LeaderState(term=99, leader=9, song=1, state=0, frame=0, t_ns=0, rate=RATE,
                           setlist=0, flags=0)
         forged = wire.encode(evil, sender=9, boot=1, seq=1, wall_ns=time.time_ns(),
                              key=b"not the key, but long enough")
@@ -257,7 +257,7 @@ def test_press_on_follower_acts_through_leader_once(jack_audio_factory, tmp_path
     ja = jack_audio_factory(seconds=30)
     jb = jack_audio_factory(seconds=30)
     sa, sb, _key, _ = pair(tmp_path, seconds=(10.0, 10.0, 10.0))
-    with Daemon(sa, ja.environ()) as a, Daemon(sb, jb.environ()) as b:
+    with DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b:
         wait_for(lambda: a.status()["role"] == "leader", timeout=5)
         r = b.ctl("play")  # pressed on the follower
         assert r["ok"] and "leader" in r.get("message", "")

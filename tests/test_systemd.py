@@ -23,7 +23,7 @@ from appliance import systemd
 from appliance.service import Daemon as ServiceDaemon
 from appliance.service import log_context, summary
 from tests.jackaudio import judged
-from tests.showkit import RATE, Daemon, find_song_start, make_show, mismatches, trace
+from tests.showkit import RATE, DaemonProcess, find_song_start, make_show, mismatches, trace
 
 MISSING_PCM = "backtrack_no_such_pcm"
 
@@ -85,7 +85,7 @@ class NotifyListener:
         self.sock.close()
 
 
-def wait_status(d: Daemon, timeout: float = 10.0, **want) -> dict:
+def wait_status(d: DaemonProcess, timeout: float = 10.0, **want) -> dict:
     deadline = time.monotonic() + timeout
     st: dict = {}
     while time.monotonic() < deadline:
@@ -111,7 +111,7 @@ def test_ready_status_and_watchdog_stop_when_the_writer_freezes(jack_audio, tmp_
     nl = NotifyListener(tmp_path)
     try:
         env = jack_audio.environ(**nl.env(watchdog_s=1.0))
-        with Daemon(show, env) as d:
+        with DaemonProcess(show, env) as d:
             status = nl.wait_for("STATUS=", timeout=5)
             assert "READY=1" in [ln for _t, ln in nl.lines]
             assert 'cued 1/3 "Song 1"' in status and "waiting" not in status
@@ -145,7 +145,7 @@ def test_ready_while_the_interface_is_missing_and_status_says_so(tmp_path):
     nl = NotifyListener(tmp_path)
     try:
         t0 = time.monotonic()
-        with Daemon(show, {**os.environ, **nl.env(watchdog_s=2.0)}) as d:
+        with DaemonProcess(show, {**os.environ, **nl.env(watchdog_s=2.0)}) as d:
             nl.wait_for("READY=1", timeout=10)
             ready_s = nl.times("READY=1")[0] - t0
             status = nl.wait_for("STATUS=")
@@ -170,7 +170,7 @@ def test_sigterm_fades_out_closes_and_exits_0(jack_audio, tmp_path):
     show = make_show(tmp_path, [6.0])
     nl = NotifyListener(tmp_path)
     try:
-        with Daemon(show, jack_audio.environ(**nl.env())) as d:
+        with DaemonProcess(show, jack_audio.environ(**nl.env())) as d:
             d.ctl("play")
             wait_status(d, state="playing")
             time.sleep(1.0)
@@ -209,7 +209,7 @@ def test_sighup_with_a_broken_config_keeps_playing(jack_audio, tmp_path):
     show = make_show(tmp_path, [6.0, 3.0])
     nl = NotifyListener(tmp_path)
     try:
-        with Daemon(show, jack_audio.environ(**nl.env())) as d:
+        with DaemonProcess(show, jack_audio.environ(**nl.env())) as d:
             d.ctl("play")
             wait_status(d, state="playing")
             time.sleep(0.5)
@@ -251,7 +251,7 @@ def test_sighup_swaps_the_setlist_between_songs(jack_audio, tmp_path):
         doc["songs"] = [s[0], s[2], s[1], {**s[0], "title": "Encore"}]
 
     try:
-        with Daemon(show, jack_audio.environ(**nl.env())) as d:
+        with DaemonProcess(show, jack_audio.environ(**nl.env())) as d:
             d.ctl("play")
             wait_status(d, state="playing")
             rewrite(show.config, new_set)
@@ -296,7 +296,7 @@ def test_sighup_device_change_needs_a_restart_and_keeps_the_device(tmp_path):
         doc["songs"].append({**doc["songs"][0], "title": "Extra"})
 
     try:
-        with Daemon(show, {**os.environ, **nl.env()}) as d:
+        with DaemonProcess(show, {**os.environ, **nl.env()}) as d:
             nl.wait_for("READY=1")
             rewrite(show.config, edit)
             t = time.monotonic()
@@ -320,7 +320,7 @@ def test_state_file_cues_the_last_song_after_restart_and_after_a_kill(tmp_path):
                      extra="state_file: state/show-state.json\n")
     (tmp_path / "state").mkdir()
     state_path = tmp_path / "state" / "show-state.json"
-    with Daemon(show, dict(os.environ)) as d:
+    with DaemonProcess(show, dict(os.environ)) as d:
         d.ctl({"cmd": "goto", "song": 3})
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
@@ -331,7 +331,7 @@ def test_state_file_cues_the_last_song_after_restart_and_after_a_kill(tmp_path):
         assert doc["song"] == 2 and doc["title"] == "Song 3" and doc["clean_shutdown"] is False
         assert d.stop() == 0
     assert json.loads(state_path.read_text())["clean_shutdown"] is True
-    with Daemon(show, dict(os.environ)) as d:
+    with DaemonProcess(show, dict(os.environ)) as d:
         assert d.ctl("status")["state"]["song"] == 3
         assert "ended cleanly in song 3 'Song 3'" in d.log()
         d.ctl("next")
@@ -341,13 +341,13 @@ def test_state_file_cues_the_last_song_after_restart_and_after_a_kill(tmp_path):
         d.stop()
     leftovers = [p.name for p in state_path.parent.iterdir() if p.name != state_path.name]
     assert leftovers == []
-    with Daemon(show, dict(os.environ)) as d:
+    with DaemonProcess(show, dict(os.environ)) as d:
         assert d.ctl("status")["state"]["song"] == 4
         assert "without a clean stop" in d.log()
         d.stop()
     # a garbled state file: the daemon starts at song 1 and says why
     state_path.write_bytes(b"\x00\x00garbage")
-    with Daemon(show, dict(os.environ)) as d:
+    with DaemonProcess(show, dict(os.environ)) as d:
         assert d.ctl("status")["state"]["song"] == 1
         assert "damaged" in d.log()
         d.stop()
@@ -437,7 +437,7 @@ def test_run_outside_systemd_logs_to_stderr(tmp_path):
     show = make_show(tmp_path, [1.0], pcm=MISSING_PCM)
     env = {k: v for k, v in os.environ.items()
            if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM")}
-    with Daemon(show, env) as d:
+    with DaemonProcess(show, env) as d:
         assert d.stop() == 0
         assert "logging to stderr, watchdog off" in d.log()
 

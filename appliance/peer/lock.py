@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from ..audio.playhead import PlayHead
 from .clock import LockController, OffsetEstimator
-from .wire import State
+from .wire import LeaderState
 
 SEEK_LEAD_S = 0.02      # seek this far ahead: the start lands a little behind, and a jump
                         # forward (skipping decoded frames) is instant
@@ -30,7 +30,7 @@ class Decision(NamedTuple):
 WAIT, SEEK, HOLD = Decision("wait"), Decision("seek"), Decision("hold")
 
 
-def leader_frame_at(st: State, est: OffsetEstimator, t_local_ns: int) -> float:
+def leader_frame_at(st: LeaderState, est: OffsetEstimator, t_local_ns: int) -> float:
     """The leader's song frame at this unit's monotonic time `t_local_ns`."""
     return st.frame + (est.to_remote(t_local_ns) - st.t_ns) * st.rate / 1e9
 
@@ -52,7 +52,7 @@ class FollowerLock:
         self.reset()
         self.error_frames = None
 
-    def decide(self, st: State, est: OffsetEstimator | None, head: PlayHead, *,
+    def decide(self, st: LeaderState, est: OffsetEstimator | None, head: PlayHead, *,
                audible: bool, now_ns: int) -> Decision:
         """One step while the leader plays song `st.song`."""
         if est is None or not est.ready or not head.dac_ready:
@@ -70,7 +70,7 @@ class FollowerLock:
         return Decision("correct", k) if k else HOLD
 
     @staticmethod
-    def seek_target(st: State, est: OffsetEstimator | None, now_ns: int,
+    def seek_target(st: LeaderState, est: OffsetEstimator | None, now_ns: int,
                     heard_ns: int) -> int:
         """The song frame to seek to: where the leader will be SEEK_LEAD_S from now.
         Without a clock offset yet, from the time its STATE arrived here (`heard_ns`; off

@@ -30,7 +30,7 @@ from ..actions import Action, parse_action
 from ..audio.playhead import PlayHead
 from ..config import Config
 from ..threads import Worker
-from ..transport import CUED, PAUSED, PLAYING, STOPPED
+from ..transport import PAUSED, PLAYING, STOPPED
 from . import udp, wire
 from .clock import OffsetEstimator
 from .dedupe import PressDeduper
@@ -41,8 +41,6 @@ from .roles import Roles
 
 log = logging.getLogger("backtrack.peer")
 
-STATE_CODES = {STOPPED: 0, CUED: 1, PLAYING: 2, PAUSED: 3}
-STATE_NAMES = {v: k for k, v in STATE_CODES.items()}
 PING_EVERY_NS = 50_000_000
 FOLLOWER_EVERY_NS = 100_000_000
 STORM_UNDERRUNS = 3     # underruns within STORM_WINDOW make the leader announce failure
@@ -108,7 +106,7 @@ class PeerNode(Worker):
         self.offsets: dict[int, OffsetEstimator] = {}
         self.lock = FollowerLock()
         self.deduper = PressDeduper()
-        self.leader_state: wire.State | None = None
+        self.leader_state: wire.LeaderState | None = None
         self.leader_state_from = 0  # the unit that sent leader_state
         self.leader_seen_ns = 0
         self.last_state_sent = 0
@@ -201,7 +199,7 @@ class PeerNode(Worker):
             with contextlib.suppress(OSError):
                 self.sock.sendto(data, addr)
 
-    def _state_payload(self) -> wire.State:
+    def _state_payload(self) -> wire.LeaderState:
         d, seg_song, frame, _playing = self.head.segment()
         cur = self.head.transport
         t = self.head.dac_time_of(d) if self.head.dac_ready else time.monotonic_ns()
@@ -214,8 +212,8 @@ class PeerNode(Worker):
             # transport learns of the new song a moment after the writer plays it, and
             # "song 3 at frame 100" would send every follower back to the top of song 3.
             song = seg_song
-        return wire.State(term=self.roles.term, leader=self.id, song=song,
-                          state=STATE_CODES[cur.state], frame=frame, t_ns=t, rate=self.rate,
+        return wire.LeaderState(term=self.roles.term, leader=self.id, song=song,
+                          state=wire.STATE_CODES[cur.state], frame=frame, t_ns=t, rate=self.rate,
                           setlist=self.setlist, flags=flags)
 
     def send_state(self) -> None:
@@ -316,7 +314,7 @@ class PeerNode(Worker):
 
     def _handle(self, env: wire.Envelope, addr, t_recv: int) -> None:
         p = env.payload
-        if isinstance(p, wire.State):
+        if isinstance(p, wire.LeaderState):
             # A leader with another show is still a live leader: treating it as silent
             # would make this unit take over and both would be heard. Follow nobody, stay
             # silent, and say so (unhealthy: not a successor either).
@@ -358,9 +356,9 @@ class PeerNode(Worker):
                                    why_not=p.why_not)
 
     # ---- follower: play what the leader plays, where it plays it ---------------------------
-    def _follow(self, st: wire.State, leader: int, now: int) -> None:
+    def _follow(self, st: wire.LeaderState, leader: int, now: int) -> None:
         head = self.head
-        state = STATE_NAMES.get(st.state, STOPPED)
+        state = wire.STATE_NAMES.get(st.state, STOPPED)
         if not 0 <= st.song < head.songs:
             return
         if state != PLAYING:
@@ -377,7 +375,7 @@ class PeerNode(Worker):
         elif decision.kind == "correct":
             head.correct(decision.frames)
 
-    def _seek(self, st: wire.State, est: OffsetEstimator | None, now: int) -> None:
+    def _seek(self, st: wire.LeaderState, est: OffsetEstimator | None, now: int) -> None:
         """Play the leader's song where the leader will be a moment from now."""
         self.head.seek(st.song, self.lock.seek_target(st, est, now, self.leader_seen_ns))
         self.lock.reset()
@@ -389,7 +387,7 @@ class PeerNode(Worker):
         "cued" instead would stop the show, and the old leader, if it was only late, would
         follow that stop."""
         st = self.leader_state
-        if st is None or STATE_NAMES.get(st.state) != PLAYING or \
+        if st is None or wire.STATE_NAMES.get(st.state) != PLAYING or \
                 not 0 <= st.song < self.head.songs:
             return
         if self.head.plays(st.song):
@@ -404,7 +402,7 @@ class PeerNode(Worker):
         if not self.head.device_ok or self.refused_setlist:
             return False
         st = self.leader_state
-        return st is None or st.state != STATE_CODES[PLAYING] or self.lock.locked
+        return st is None or st.state != wire.STATE_CODES[PLAYING] or self.lock.locked
 
     # ---- DAC clock and health --------------------------------------------------------------
     def _feed_dac_clock(self) -> None:
@@ -454,7 +452,7 @@ class PeerNode(Worker):
     def _lock_fact(self, now: int) -> bool | None:
         """None: nothing to lock to; else locked, with a grace while joining a song."""
         st = self.leader_state
-        if self.roles.role != "follower" or st is None or st.state != STATE_CODES[PLAYING]:
+        if self.roles.role != "follower" or st is None or st.state != wire.STATE_CODES[PLAYING]:
             self._unlocked_since = None
             return None
         if self.lock.locked:

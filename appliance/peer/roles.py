@@ -56,7 +56,7 @@ from dataclasses import dataclass
 
 LEADER, FOLLOWER, STARTING = "leader", "follower", "starting"
 
-Action = tuple[str] | tuple[str, int]
+RoleAction = tuple[str] | tuple[str, int]
 """("become_leader", term) | ("unmute",) | ("mute",) | ("step_down",)"""
 
 MAX_PEERS = 64
@@ -105,7 +105,7 @@ class Roles:
         self._failing_since: int | None = None
         self._max_term = self.term
         self._followers: dict[int, _Peer] = {}
-        self._pending: list[Action] = []
+        self._pending: list[RoleAction] = []
 
     # ----------------------------------------------------------------------------------------
     # events
@@ -179,7 +179,7 @@ class Roles:
     # ----------------------------------------------------------------------------------------
     # time
 
-    def tick(self, now_ns: int, heartbeat_wire_alive: bool | None = None) -> list[Action]:
+    def tick(self, now_ns: int, heartbeat_wire_alive: bool | None = None) -> list[RoleAction]:
         """Decide; returns the actions to carry out now. `heartbeat_wire_alive`: None when
         no wire is fitted, else whether the leader's GPIO heartbeat is still toggling."""
         self._start(now_ns)
@@ -262,7 +262,7 @@ class Roles:
         self._last_leader_ns = now_ns
         self._failing_since = None
 
-    def _lead(self, term: int) -> list[Action]:
+    def _lead(self, term: int) -> list[RoleAction]:
         self.role = LEADER
         self.term = term
         self._max_term = max(self._max_term, term)

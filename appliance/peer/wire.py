@@ -55,7 +55,9 @@ ACTION_MAX = 32  # bytes of UTF-8 in a COMMAND action ("goto 120" needs 8)
 REASON_MAX = 64  # bytes of UTF-8 in a FAILING reason (longer reasons are cut, not refused)
 
 # STATE.state values (the transport's states, as numbers on the wire)
-STOPPED, CUED, PLAYING, PAUSED = 0, 1, 2, 3
+STATE_CODES = {"stopped": 0, "cued": 1, "playing": 2, "paused": 3}
+"""The transport state (appliance.transport) as a STATE message carries it."""
+STATE_NAMES = {code: name for name, code in STATE_CODES.items()}
 STATE_NAMES = ("stopped", "cued", "playing", "paused")
 
 # STATE.flags bits
@@ -93,7 +95,7 @@ class KeyFileError(UserError):
 
 
 @dataclass(frozen=True)
-class State:
+class LeaderState:
     """The leader's transport, many times a second.
 
     `frame` is the song frame that reached the DAC at `t_ns` on the sender's
@@ -106,7 +108,7 @@ class State:
     term: int
     leader: int
     song: int
-    state: int  # STOPPED | CUED | PLAYING | PAUSED
+    state: int  # a STATE_CODES value
     frame: int
     t_ns: int
     rate: int
@@ -173,7 +175,7 @@ class Follower:
     why_not: int = 0
 
 
-Payload = State | Ping | Pong | Command | Failing | Follower
+Payload = LeaderState | Ping | Pong | Command | Failing | Follower
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,7 @@ _LAYOUT: dict[Kind, struct.Struct] = {
     Kind.FOLLOWER: struct.Struct("!QqBH"),
 }
 _KIND_OF: dict[type, Kind] = {
-    State: Kind.STATE, Ping: Kind.PING, Pong: Kind.PONG, Command: Kind.COMMAND,
+    LeaderState: Kind.STATE, Ping: Kind.PING, Pong: Kind.PONG, Command: Kind.COMMAND,
     Failing: Kind.FAILING, Follower: Kind.FOLLOWER,
 }
 # total datagram length per kind byte: the length check needs no enum conversion
@@ -242,9 +244,9 @@ def _pack_payload(p: Payload) -> tuple[Kind, bytes]:
         raise TypeError(f"not a peer payload: {p!r}")
     layout = _LAYOUT[kind]
     try:
-        if isinstance(p, State):
-            if p.state not in (STOPPED, CUED, PLAYING, PAUSED):
-                raise ValueError(f"State.state must be 0..3, not {p.state}")
+        if isinstance(p, LeaderState):
+            if p.state not in STATE_NAMES:
+                raise ValueError(f"LeaderState.state must be 0..3, not {p.state}")
             return kind, layout.pack(p.term, p.leader, p.song, p.state, p.frame, p.t_ns,
                                      p.rate, p.setlist, p.flags)
         if isinstance(p, Ping):
@@ -273,9 +275,9 @@ def _unpack_payload(kind: int, raw: bytes) -> Payload:
     a peer could get wrong (a buggy or newer peer with the same key and version)."""
     v = _LAYOUT[Kind(kind)].unpack(raw)
     if kind == Kind.STATE:
-        if v[3] > PAUSED:
+        if v[3] not in STATE_NAMES:
             raise WireError("payload", "unknown transport state")
-        return State(*v)
+        return LeaderState(*v)
     if kind == Kind.PING:
         return Ping(*v)
     if kind == Kind.PONG:

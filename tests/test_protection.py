@@ -28,8 +28,9 @@ def keyfile(path):
 
 
 def default_pair(tmp_path, a_extra="", b_extra="", b_seconds=(20.0,), led=False,
-                 ports=None, peers=None, b_key=None, a_seconds=(20.0,)):
-    key = keyfile(tmp_path / "peer.key")
+                 ports=None, peers=None, b_key=None, a_seconds=(20.0,), key=None):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    key = key or keyfile(tmp_path / "peer.key")
     pa, pb = ports or (free_port(), free_port())
     to_a, to_b = peers or (pa, pb)
     leds = "led: {pin: 22}\n" if led else ""
@@ -60,8 +61,7 @@ def test_obvious_pair_is_protected_and_takes_over_fast(jack_audio_factory, tmp_p
         wait_for(lambda: a.status()["role"] == "leader", timeout=5)
         a.ctl("play")
         wait_for(lambda: b.status()["peer"]["locked"], timeout=20)
-        wait_for(lambda: a.status()["peer"]["protected"] and b.status()["peer"]["protected"],
-                 timeout=10)
+        wait_both_protected(a, b)
         wait_for(lambda: led_of(a.status()) == "playing" and led_of(b.status()) == "standby",
                  timeout=3)
         sas, sbs = a.status(), b.status()
@@ -87,6 +87,11 @@ def test_obvious_pair_is_protected_and_takes_over_fast(jack_audio_factory, tmp_p
         assert gap_ms < 60, f"gap {gap_ms:.1f} ms"  # sanity bound; the figure is in bench/
 
 
+def wait_both_protected(a: DaemonProcess, b: DaemonProcess, timeout: float = 10.0) -> None:
+    wait_for(lambda: a.status()["peer"]["protected"] and b.status()["peer"]["protected"],
+             timeout=timeout, what="both units protected")
+
+
 def wait_cause(d: DaemonProcess, cause: str, timeout: float = 15.0) -> dict:
     return wait_for(lambda: (s := d.status())["peer"]["protected"] is False
                     and cause in causes(s) and s, timeout=timeout)
@@ -109,18 +114,23 @@ def test_configured_id_clash_is_refused_loudly(jack_audio_factory, tmp_path):
     assert st_a["peer"]["unit"] == st_b["peer"]["unit"] == 7
 
 
-def test_random_ids_never_clash_for_long(jack_audio_factory, tmp_path):
-    """Units without peer.id pick a random one; a twin is answered by picking again (here
-    forced: the follower configured with the id the leader drew is refused, the leader,
-    being leader, keeps its own, so the follower's configured id is the one reported)."""
+def test_a_random_id_met_by_its_twin_is_drawn_again(jack_audio_factory, tmp_path):
+    """The follower (no peer.id) starts alone and draws an id; the leader is then started
+    configured with that very id. The leader keeps its configured id, the follower draws
+    another, says so, and the pair protects the show."""
     ja = jack_audio_factory(seconds=30)
     jb = jack_audio_factory(seconds=30)
-    sa, sb = default_pair(tmp_path)
-    with DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b:
-        wait_for(lambda: a.status()["peer"]["protected"] and b.status()["peer"]["protected"],
-                 timeout=10)
-        ua, ub = a.status()["peer"]["unit"], b.status()["peer"]["unit"]
-    assert ua != ub and 1 <= ua <= 65535 and 1 <= ub <= 65535
+    ports = free_port(), free_port()
+    _, sb = default_pair(tmp_path / "first", ports=ports)
+    with DaemonProcess(sb, jb.environ()) as b:
+        twin = b.status()["peer"]["unit"]
+        sa, _ = default_pair(tmp_path / "then", a_extra=f", id: {twin}", ports=ports,
+                             key=tmp_path / "first" / "peer.key")
+        with DaemonProcess(sa, ja.environ()) as a:
+            wait_both_protected(a, b)
+            ua, ub = a.status()["peer"]["unit"], b.status()["peer"]["unit"]
+    assert ua == twin and ub != twin and 1 <= ub <= 65535
+    assert f"another unit used unit id {twin}: this unit is now id {ub}" in b.log()
 
 
 def test_key_mismatch_is_named(jack_audio_factory, tmp_path):
@@ -169,8 +179,7 @@ def test_follower_not_locked_is_named_on_both(jack_audio_factory, tmp_path):
         st_b = wait_cause(b, "follower not locked")
         st_a = wait_cause(a, "follower not locked")
         b.ctl({"cmd": "_fault", "join": True})
-        wait_for(lambda: a.status()["peer"]["protected"] and b.status()["peer"]["protected"],
-                 timeout=20)
+        wait_both_protected(a, b, timeout=20)
     assert st_b["state"] == "cued" and st_a["state"] == "playing"
     assert "show protected" in b.log().split("follower not locked")[-1]
 
@@ -255,8 +264,7 @@ def test_reload_that_changes_the_setlist_is_seen_by_the_pair(jack_audio_factory,
     jb = jack_audio_factory(seconds=30)
     sa, sb = default_pair(tmp_path)
     with DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b:
-        wait_for(lambda: a.status()["peer"]["protected"] and b.status()["peer"]["protected"],
-                 timeout=10)
+        wait_both_protected(a, b)
         text = sb.config.read_text()
         sb.config.write_text(text.replace('title: "Song 1"', 'title: "Song One"'))
         b.proc.send_signal(signal.SIGHUP)

@@ -14,8 +14,10 @@ detector does (Hayashibara et al., 2004; Akka and Cassandra use it):
   `phi` (8 by default: a live leader is taken for dead once in 10^8 gaps, if the law
   held). Solved once for t: the timeout is mean + z * deviation;
 - a normal law underrates runs of lost packets (a gap is a whole number of heartbeats
-  plus jitter), so the timeout is never below `guard` (2) times the longest gap seen in the
-  window: a link that lost four heartbeats in a row lately is not trusted to lose fewer;
+  plus jitter) and rare stalls (a switch, a busy host), so the timeout is never below
+  `guard` (2) times the longest gap of the last `memory_s` (60 s, kept as one maximum per
+  second): a link that lost four heartbeats in a row within the last minute is not
+  trusted to lose fewer;
 - and never below `floor_ns` (scheduling on the two units, which the window may not have
   caught yet) nor above `ceiling_ns` (a leader must be replaced within a bar, however bad
   the link).
@@ -30,6 +32,7 @@ from collections import deque
 from statistics import NormalDist
 
 WINDOW = 4096
+MEMORY_S = 60          # how long the longest gap is remembered (the guard)
 MIN_GAPS = 16          # fewer gaps than this: no learned figure yet, the start-up timeout holds
 MIN_STD_NS = 250_000   # a perfectly regular link still has this much scheduling noise
 
@@ -40,7 +43,7 @@ class FailureDetector:
     its first heartbeat says nothing about the link (the statistics are kept)."""
 
     def __init__(self, *, floor_ns: int, ceiling_ns: int, start_ns: int, phi: float = 8.0,
-                 guard: float = 2.0, window: int = WINDOW):
+                 guard: float = 2.0, window: int = WINDOW, memory_s: int = MEMORY_S):
         if not 0 < floor_ns <= ceiling_ns:
             raise ValueError("need 0 < floor_ns <= ceiling_ns")
         self.floor_ns = floor_ns
@@ -54,19 +57,20 @@ class FailureDetector:
         self._sumsq = 0
         self._last: int | None = None
         self._max = 0
-        self._max_age = 0   # gaps since the longest was recomputed (recomputed each window)
+        # the longest gap of each second, for the last `memory_s` seconds: (second, gap)
+        self._maxima: deque[tuple[int, int]] = deque(maxlen=max(1, memory_s))
         self._timeout = self.start_ns
 
     def heard(self, now_ns: int) -> None:
         if self._last is not None and now_ns > self._last:
-            self._add(now_ns - self._last)
+            self._add(now_ns - self._last, now_ns)
         if self._last is None or now_ns > self._last:
             self._last = now_ns
 
     def reset(self) -> None:
         self._last = None
 
-    def _add(self, gap: int) -> None:
+    def _add(self, gap: int, now_ns: int) -> None:
         g = self._gaps
         if len(g) == g.maxlen:
             old = g[0]
@@ -75,13 +79,18 @@ class FailureDetector:
         g.append(gap)
         self._sum += gap
         self._sumsq += gap * gap
-        self._max_age += 1
-        if gap >= self._max:
-            self._max = gap
-        elif self._max_age >= len(g):
-            # the longest gap may have left the window: look again (once a window, so the
-            # cost per heartbeat stays constant)
-            self._max, self._max_age = max(g), 0
+        second = now_ns // 1_000_000_000
+        m = self._maxima
+        if m and m[-1][0] == second:
+            if gap > m[-1][1]:
+                m[-1] = (second, gap)
+                self._max = max(self._max, gap)
+        else:
+            # once a second: forget the seconds that left the memory, look again
+            while m and m[0][0] <= second - m.maxlen:
+                m.popleft()
+            m.append((second, gap))
+            self._max = max(v for _s, v in m)
         self._timeout = self._compute()
 
     def _compute(self) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from common import (
     RATE,
-    Daemon,
+    DaemonProcess,
     make_set,
     proc_cpu_s,
     proc_mem_mb,
@@ -37,7 +37,7 @@ def bench_latency(plays: int, period: int, periods: int) -> None:
     try:
         with tempfile.TemporaryDirectory() as d:
             show = make_set(Path(d), seconds=5, period=period, periods=periods)
-            with Daemon(show, ja.environ()) as dmn:
+            with DaemonProcess(show, ja.environ()) as dmn:
                 sent = []
                 for _ in range(plays):
                     time.sleep(0.15)
@@ -81,7 +81,7 @@ def bench_cpu(rounds: int, seconds: float) -> None:
                             str(show.config), "--song", "1", "--out", str(wav)], check=True,
                            capture_output=True)
             for _ in range(rounds):
-                with Daemon(show, ja.environ()) as dmn:
+                with DaemonProcess(show, ja.environ()) as dmn:
                     time.sleep(0.5)
                     dmn.ctl("play")
                     c0, t0 = proc_cpu_s(dmn.proc.pid), time.monotonic()
@@ -118,7 +118,7 @@ def bench_underruns(minutes: float, period: int = 128, periods: int = 3) -> None
         with tempfile.TemporaryDirectory() as d:
             songs = max(1, int(seconds // 60) + 1)
             show = make_set(Path(d), songs=songs, seconds=61, period=period, periods=periods)
-            with Daemon(show, ja.environ()) as dmn:
+            with DaemonProcess(show, ja.environ()) as dmn:
                 import os
                 hogs = [subprocess.Popen([sys.executable, "-c", HOG])
                         for _ in range(os.cpu_count() or 2)]
@@ -145,7 +145,7 @@ def bench_rss(songs: int = 20) -> None:
     try:
         with tempfile.TemporaryDirectory() as d:
             show = make_set(Path(d), songs=songs, seconds=240, stems=8)
-            with Daemon(show, ja.environ()) as dmn:
+            with DaemonProcess(show, ja.environ()) as dmn:
                 time.sleep(1.0)
                 idle = proc_mem_mb(dmn.proc.pid)[0], rss_without_jack_mb(dmn.proc.pid)
                 dmn.ctl("play")

@@ -12,16 +12,14 @@ NAT), so PING/PONG and forwarded commands take the same lossy path.
       [--delay-ms 5] [--seed 1] [--seconds 900]
 
 It stops by itself after `--seconds` and prints its counts to stdout on SIGTERM. It runs
-SCHED_FIFO (priority 60, below the daemons' writers) when allowed: it stands for the
-network, and a network is not held up by the units' CPU load, whereas a normal-priority
-relay on this 2-core machine is, by tens of ms (seen: silences no lossy link makes).
+at normal priority, so on this 2-core machine a busy host can hold it up (a SCHED_FIFO
+relay was tried and starved the units here).
 """
 
 from __future__ import annotations
 
 import argparse
 import heapq
-import os
 import random
 import select
 import signal
@@ -32,13 +30,10 @@ import time
 from contextlib import suppress
 
 HOST = "127.0.0.1"
-RT_PRIORITY = 60
 
 
 def run(a_side: int, b_side: int, a_listen: int, b_listen: int, loss: float, delay_ms: float,
         jitter_ms: float, seed: int, seconds: float) -> dict[str, int]:
-    with suppress(OSError, AttributeError):
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
     rnd = random.Random(seed)
     sa = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sb = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -58,7 +58,6 @@ REASON_MAX = 64  # bytes of UTF-8 in a FAILING reason (longer reasons are cut, n
 STATE_CODES = {"stopped": 0, "cued": 1, "playing": 2, "paused": 3}
 """The transport state (appliance.transport) as a STATE message carries it."""
 STATE_NAMES = {code: name for name, code in STATE_CODES.items()}
-STATE_NAMES = ("stopped", "cued", "playing", "paused")
 
 # STATE.flags bits
 FLAG_FAILING = 0x1

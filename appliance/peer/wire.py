@@ -204,7 +204,7 @@ _LAYOUT: dict[Kind, struct.Struct] = {
     Kind.FAILING: struct.Struct(f"!QB{REASON_MAX}s"),
     Kind.FOLLOWER: struct.Struct("!QqBH"),
 }
-_KIND_OF: dict[type, Kind] = {
+KIND_OF: dict[type, Kind] = {
     LeaderState: Kind.STATE, Ping: Kind.PING, Pong: Kind.PONG, Command: Kind.COMMAND,
     Failing: Kind.FAILING, Follower: Kind.FOLLOWER,
 }
@@ -238,7 +238,7 @@ def _pack_text(text: str, limit: int, *, cut: bool) -> tuple[int, bytes]:
 
 
 def _pack_payload(p: Payload) -> tuple[Kind, bytes]:
-    kind = _KIND_OF.get(type(p))
+    kind = KIND_OF.get(type(p))
     if kind is None:
         raise TypeError(f"not a peer payload: {p!r}")
     layout = _LAYOUT[kind]

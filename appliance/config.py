@@ -9,23 +9,24 @@ wrong) even when a USB stick with the media is missing.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
+from . import library as library_mod
 from .actions import ACTIONS, Action, parse_action
+from .songfile import AFTER, MidiMessage, Song, Stem, read_song, resolve, route
 from .yamlnodes import ConfigError, NodeReader, Problem, compose
 
 __all__ = [
     "Action", "Config", "ConfigError", "ControlConfig", "Device", "EngineConfig", "Footswitch",
     "Led", "MidiConfig", "MidiMapping", "MidiMessage", "PeerConfig", "Problem", "Song", "Stem",
-    "load", "parse_action", "ACTIONS", "FORMATS", "RATES",
+    "load", "parse_action", "ACTIONS", "AFTER", "FORMATS", "RATES",
 ]
 
 FORMATS = ("S16_LE", "S24_3LE", "S32_LE", "FLOAT_LE")
 RATES = (22050, 32000, 44100, 48000, 88200, 96000, 176400, 192000)
-AFTER = ("stop", "next", "pause")
 # BCM GPIOs on the 40-pin header. 0 and 1 are the HAT ID EEPROM bus and are left alone.
 BCM_PINS = range(2, 28)
 DEFAULT_SOCKET = "/run/backtrack/control.sock"
@@ -43,46 +44,6 @@ class Device:
     @property
     def buffer_frames(self) -> int:
         return self.period * self.periods
-
-
-@dataclass(frozen=True)
-class Stem:
-    """One file of a song. `channels` are 0-based device channels, in route order."""
-
-    file: Path
-    to: tuple[str, ...]
-    channels: tuple[int, ...]
-    gain_db: float = 0.0
-    line: int = 0  # where it was declared, so `check` can point at it
-
-
-@dataclass(frozen=True)
-class MidiMessage:
-    """A message sent at song start. Numbers as the gear prints them (program 1-128, channel
-    1-16); `to_bytes` does the minus-one of the wire."""
-
-    kind: str  # program | cc | note
-    number: int
-    value: int = 0
-    channel: int = 1
-
-    def to_bytes(self) -> list[int]:
-        ch = self.channel - 1
-        if self.kind == "program":
-            return [0xC0 | ch, self.number - 1]
-        if self.kind == "cc":
-            return [0xB0 | ch, self.number, self.value]
-        return [0x90 | ch, self.number, self.value]
-
-
-@dataclass(frozen=True)
-class Song:
-    title: str
-    stems: tuple[Stem, ...]
-    after: str = "stop"
-    tempo: float | None = None
-    midi_out: tuple[MidiMessage, ...] = ()
-    line: int = 0
 
 
 @dataclass(frozen=True)
@@ -157,6 +118,9 @@ class PeerConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """`songs` is the setlist in use (what the engine, the controls and the peer see);
+    `setlists` every setlist by name, `library` every song that loaded."""
+
     path: Path
     device: Device
     outputs: dict[str, tuple[int, ...]]  # name -> 0-based channels
@@ -170,6 +134,11 @@ class Config:
     state_file: Path | None = None
     resume: bool = True  # with a state_file: start cued at the song current at the last stop
     warnings: tuple[Problem, ...] = ()
+    setlist: str = library_mod.IMPLICIT
+    setlists: dict[str, tuple[Song, ...]] = field(default_factory=dict)
+    library: tuple[Song, ...] = ()
+    library_dirs: tuple[Path, ...] = ()
+    routing_rules: tuple[tuple[str, str], ...] = ()  # (pattern, output) for `import`
 
     @property
     def base_dir(self) -> Path:
@@ -179,25 +148,30 @@ class Config:
     def cache_dir(self) -> Path:
         return self.engine.cache_dir or (self.base_dir / ".backtrack-cache")
 
+    def with_setlist(self, name: str) -> Config:
+        """The same show playing another setlist (KeyError when there is none of that name)."""
+        return replace(self, songs=self.setlists[name], setlist=name)
 
-TOP_KEYS = ("device", "outputs", "songs", "engine", "control", "footswitches", "led", "midi",
-            "peer", "state_file", "resume")
+
+TOP_KEYS = ("device", "outputs", "songs", "library", "setlists", "setlist", "routing_rules",
+            "engine", "control", "footswitches", "led", "midi", "peer", "state_file", "resume")
 
 
 def load(path: str | Path) -> Config:
-    """Load and validate a show file; raises ConfigError listing every problem."""
+    """Load and validate a show file (and the song files of its library); raises
+    ConfigError listing every problem of every file."""
     path = Path(path).expanduser().absolute()
     r = NodeReader(path)
     root = compose(path, r)
     if root is None:
         raise ConfigError(r.problems)
-    top = r.mapping(root, "", TOP_KEYS, required=("device", "outputs", "songs"))
+    top = r.mapping(root, "", TOP_KEYS, required=("device", "outputs"))
     if top is None:
         raise ConfigError(r.problems)
     device = _device(r, top.get("device"))
     outputs = _outputs(r, top.get("outputs"), device)
-    songs = _songs(r, top.get("songs"), outputs, path.parent)
-    nsongs = len(songs)
+    show = _show(r, top, outputs, path.parent)
+    nsongs = max((len(s) for s in show.setlists.values()), default=0)
     engine = _engine(r, top.get("engine"), path.parent)
     control = _control(r, top.get("control"))
     footswitches = _footswitches(r, top.get("footswitches"), nsongs)
@@ -206,21 +180,153 @@ def load(path: str | Path) -> Config:
     peer = _peer(r, top.get("peer"), path.parent, device)
     state_file = r.text(top.get("state_file"), "state_file", default=None)
     resume = r.boolean(top.get("resume"), "resume", default=True)
+    rules = _routing_rules(r, top.get("routing_rules"), outputs)
     _check_pins(r, top, footswitches, led, peer)
     if r.errors:
         raise ConfigError(r.problems)
     return Config(
-        path=path, device=device, outputs=outputs, songs=songs, engine=engine, control=control,
+        path=path, device=device, outputs=outputs, songs=show.setlists[show.setlist],
+        engine=engine, control=control,
         footswitches=footswitches, led=led, midi=midi, peer=peer,
-        state_file=_resolve(path.parent, state_file) if state_file else None,
+        state_file=resolve(path.parent, state_file) if state_file else None,
         resume=bool(resume),
         warnings=tuple(p for p in r.problems if p.severity != "error"),
+        setlist=show.setlist, setlists=show.setlists, library=show.library,
+        library_dirs=show.dirs, routing_rules=rules,
     )
 
 
-def _resolve(base: Path, file: str) -> Path:
-    p = Path(file).expanduser()
-    return p if p.is_absolute() else base / p
+@dataclass
+class _Show:
+    setlists: dict[str, tuple[Song, ...]]
+    setlist: str
+    library: tuple[Song, ...]
+    dirs: tuple[Path, ...]
+
+
+def _show(r: NodeReader, top: dict[str, yaml.Node], outputs: dict[str, tuple[int, ...]],
+          base: Path) -> _Show:
+    """Inline songs, the library's song files and the setlists naming them. Problems of
+    the song files go into `r` with their own file and line: errors when a setlist uses
+    the song, warnings when none does."""
+    if "songs" not in top and "library" not in top:
+        r.error(None, "songs", "the show has no songs: give `library:` (a folder of song "
+                "folders, each with a song.yaml) or an inline `songs:` list")
+    inline = _inline_songs(r, top.get("songs"), outputs, base)
+    dirs = _library_dirs(r, top.get("library"), base)
+    read = library_mod.load_library(dirs, outputs)
+    songs = inline + [ls.song for ls in read if ls.song is not None]
+    lib = library_mod.Library(songs)
+    if "setlists" in top:
+        setlists, used = library_mod.read_setlists(r, top["setlists"], lib)
+    else:
+        setlists = {library_mod.IMPLICIT: tuple(songs)}
+        used = {id(s) for s in songs}
+    for ls in read:
+        if ls.song is not None and id(ls.song) in used:
+            r.problems.extend(ls.problems)
+        else:
+            r.problems.extend(library_mod.demote(ls.problems, "no setlist uses this song"))
+    _duplicate_titles(r, songs, inline)
+    names = list(setlists)
+    chosen = r.text(top.get("setlist"), "setlist", default=None,
+                    choices=names if names else None)
+    if dirs and not songs and not r.errors:
+        r.error(top.get("library"), "library", "no song files (*/song.yaml) found in "
+                f"{', '.join(str(d) for d in dirs)}; `backtrack import FOLDER` makes one "
+                "from a folder of stems")
+    if not names:
+        if "setlists" in top and isinstance(top["setlists"], yaml.MappingNode):
+            r.error(top["setlists"], "setlists", "no setlist is defined; add one, e.g. "
+                    "`friday: [Opener, Ballad]`")
+        setlists = {library_mod.IMPLICIT: ()}
+        names = [library_mod.IMPLICIT]
+    return _Show(setlists, chosen or names[0], tuple(songs), tuple(dirs))
+
+
+def _duplicate_titles(r: NodeReader, songs: list[Song], inline: list[Song]) -> None:
+    """Two songs with one title: a setlist naming that title is refused (read_setlists);
+    otherwise a warning, since songs are still told apart by number or folder name."""
+    seen: dict[str, Song] = {}
+    for s in songs:
+        first = seen.setdefault(s.title, s)
+        if first is s:
+            continue
+        if s.file is None:
+            where = f"song {inline.index(first) + 1}" if first.file is None else str(first.file)
+            r.problems.append(Problem(r.file, s.line, f"songs[{inline.index(s)}].title",
+                                      f"duplicate title '{s.title}' (also {where}); songs are "
+                                      "told apart by number", "warning"))
+        else:
+            where = str(first.file) if first.file else f"{r.file}, line {first.line}"
+            r.problems.append(Problem(str(s.file), s.line, "title",
+                                      f"'{s.title}' is also the title of {where}; a setlist "
+                                      "must name these by their folder names", "warning"))
+
+
+def _inline_songs(r: NodeReader, node: yaml.Node | None, outputs: dict[str, tuple[int, ...]],
+                  base: Path) -> list[Song]:
+    items = r.sequence(node, "songs")
+    if items is None:
+        return []
+    if not items:
+        r.error(node, "songs", "the setlist is empty; add at least one song")
+        return []
+    songs: list[Song] = []
+    for i, snode in enumerate(items):
+        song = read_song(r, snode, f"songs[{i}]", outputs, base, default_title=f"song {i + 1}")
+        if song is not None:
+            songs.append(song)
+    return songs
+
+
+def _library_dirs(r: NodeReader, node: yaml.Node | None, base: Path) -> list[Path]:
+    if node is None:
+        return []
+    items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+    dirs = []
+    for i, item in enumerate(items):
+        key = "library" if item is node else f"library[{i}]"
+        text = r.text(item, key)
+        if text is None:
+            continue
+        d = resolve(base, text)
+        if not d.is_dir():
+            r.error(item, key, f"{d} is not a folder; give the folder that holds one folder "
+                    "per song (each with a song.yaml)")
+            continue
+        dirs.append(d)
+    return dirs
+
+
+def _routing_rules(r: NodeReader, node: yaml.Node | None,
+                   outputs: dict[str, tuple[int, ...]]) -> tuple[tuple[str, str], ...]:
+    """`routing_rules: {"guide|cues": cues}`: for `backtrack import`, a stem whose file
+    name matches the pattern (a regular expression, case ignored) goes to that output."""
+    if node is None:
+        return ()
+    if not isinstance(node, yaml.MappingNode):
+        r.error(node, "routing_rules", "expected patterns and outputs, e.g. "
+                "`{\"guide|cues\": cues}`")
+        return ()
+    out = []
+    for knode, vnode in node.value:
+        pattern = str(knode.value)
+        key = f"routing_rules.{pattern}"
+        try:
+            re.compile(pattern, re.I)
+        except re.error as exc:
+            r.error(knode, key, f"not a valid pattern: {exc}")
+            continue
+        target = r.text(vnode, key)
+        if target is None:
+            continue
+        if route(target, outputs) is None:
+            r.error(vnode, key, f"no output named '{target}'; outputs are: "
+                    f"{', '.join(outputs)}")
+            continue
+        out.append((pattern, target))
+    return tuple(out)
 
 
 def _device(r: NodeReader, node: yaml.Node | None) -> Device:
@@ -285,109 +391,6 @@ def _outputs(r: NodeReader, node: yaml.Node | None, device: Device) -> dict[str,
     return out
 
 
-def _songs(r: NodeReader, node: yaml.Node | None, outputs: dict[str, tuple[int, ...]],
-           base: Path) -> tuple[Song, ...]:
-    items = r.sequence(node, "songs")
-    if items is None:
-        return ()
-    if not items:
-        r.error(node, "songs", "the setlist is empty; add at least one song")
-        return ()
-    songs: list[Song] = []
-    seen: dict[str, int] = {}
-    for i, snode in enumerate(items):
-        key = f"songs[{i}]"
-        s = r.mapping(snode, key, ("title", "stems", "after", "tempo", "midi_out"),
-                      required=("title", "stems"))
-        if s is None:
-            continue
-        title = r.text(s.get("title"), f"{key}.title") or f"song {i + 1}"
-        if title in seen:
-            r.warn(s.get("title"), f"{key}.title",
-                   f"duplicate title '{title}' (also song {seen[title] + 1}); songs are "
-                   "told apart by number")
-        seen.setdefault(title, i)
-        stems = _stems(r, s.get("stems"), f"{key}.stems", outputs, base)
-        after = r.text(s.get("after"), f"{key}.after", default="stop", choices=AFTER) or "stop"
-        tempo = r.number(s.get("tempo"), f"{key}.tempo", 20, 400, default=None)
-        midi_out = _midi_out(r, s.get("midi_out"), f"{key}.midi_out")
-        songs.append(Song(title=title, stems=stems, after=after, tempo=tempo,
-                          midi_out=midi_out, line=snode.start_mark.line + 1))
-    return tuple(songs)
-
-
-def _stems(r: NodeReader, node: yaml.Node | None, key: str,
-           outputs: dict[str, tuple[int, ...]], base: Path) -> tuple[Stem, ...]:
-    items = r.sequence(node, key)
-    if items is None:
-        return ()
-    if not items:
-        r.error(node, key, "a song needs at least one stem")
-    stems = []
-    for j, stnode in enumerate(items):
-        skey = f"{key}[{j}]"
-        st = r.mapping(stnode, skey, ("file", "to", "gain_db"), required=("file", "to"))
-        if st is None:
-            continue
-        file = r.text(st.get("file"), f"{skey}.file")
-        names: list[str] = []
-        tonode = st.get("to")
-        if isinstance(tonode, yaml.SequenceNode):
-            for k, n in enumerate(tonode.value):
-                t = r.text(n, f"{skey}.to[{k}]")
-                if t is not None:
-                    names.append(t)
-        elif tonode is not None:
-            t = r.text(tonode, f"{skey}.to")
-            if t is not None:
-                names.append(t)
-        chans: list[int] = []
-        for n in names:
-            if n not in outputs:
-                valid = ", ".join(outputs) or "(none defined)"
-                r.error(tonode, f"{skey}.to", f"no output named '{n}'; outputs are: {valid}")
-            else:
-                chans.extend(outputs[n])
-        gain = r.number(st.get("gain_db"), f"{skey}.gain_db", -120, 24, default=0.0)
-        if file is not None and names and len(chans) > 0:
-            stems.append(Stem(file=_resolve(base, file), to=tuple(names), channels=tuple(chans),
-                              gain_db=gain if gain is not None else 0.0,
-                              line=stnode.start_mark.line + 1))
-    return tuple(stems)
-
-
-def _midi_out(r: NodeReader, node: yaml.Node | None, key: str) -> tuple[MidiMessage, ...]:
-    items = r.sequence(node, key)
-    if not items:
-        return ()
-    out = []
-    for i, mnode in enumerate(items):
-        mkey = f"{key}[{i}]"
-        m = r.mapping(mnode, mkey, ("program", "cc", "note", "value", "velocity", "channel"))
-        if m is None:
-            continue
-        kinds = [k for k in ("program", "cc", "note") if k in m]
-        if len(kinds) != 1:
-            r.error(mnode, mkey, "give exactly one of program, cc or note")
-            continue
-        kind = kinds[0]
-        channel = r.integer(m.get("channel"), f"{mkey}.channel", 1, 16, default=1)
-        if kind == "program":
-            num = r.integer(m["program"], f"{mkey}.program", 1, 128)
-            value = 0
-        elif kind == "cc":
-            num = r.integer(m["cc"], f"{mkey}.cc", 0, 127)
-            value = r.integer(m.get("value"), f"{mkey}.value", 0, 127)
-            if "value" not in m:
-                r.error(mnode, f"{mkey}.value", "a cc message needs a value (0-127)")
-        else:
-            num = r.integer(m["note"], f"{mkey}.note", 0, 127)
-            value = r.integer(m.get("velocity"), f"{mkey}.velocity", 1, 127, default=100)
-        if num is not None and value is not None and channel is not None:
-            out.append(MidiMessage(kind, num, value, channel))
-    return tuple(out)
-
-
 def _engine(r: NodeReader, node: yaml.Node | None, base: Path) -> EngineConfig:
     e = r.mapping(node, "engine", ("readahead", "realtime_priority", "fade_ms", "cache_dir",
                                    "writer_cpu"))
@@ -402,7 +405,7 @@ def _engine(r: NodeReader, node: yaml.Node | None, base: Path) -> EngineConfig:
                                     0, 99, default=d.realtime_priority) or 0,
         fade_ms=r.number(e.get("fade_ms"), "engine.fade_ms", 0.5, 10, default=d.fade_ms)
         or d.fade_ms,
-        cache_dir=_resolve(base, cache) if cache else None,
+        cache_dir=resolve(base, cache) if cache else None,
         writer_cpu=_writer_cpu(r, e.get("writer_cpu"), d.writer_cpu),
     )
 
@@ -639,7 +642,7 @@ def _peer(r: NodeReader, node: yaml.Node | None, base: Path, device: Device) -> 
         id=r.integer(p.get("id"), "peer.id", 1, 65535, default=None),
         listen=listen,
         peers=tuple(peers),
-        key_file=_resolve(base, key_file) if key_file else None,
+        key_file=resolve(base, key_file) if key_file else None,
         mode=mode or "unmute",
         pilot_output=pilot_output,
         pilot_hz=pilot_hz or d.pilot_hz,

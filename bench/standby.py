@@ -240,6 +240,9 @@ def bench_lossy(minutes: float, period: int, loss: float, jitter_ms: float) -> N
     print(row("follower's learned timeout over the run", timeouts))
     print(f"  relay: {counts}; real kill -9 afterwards taken over: {took} "
           f"(seen {took_s * 1000:.0f} ms after the kill by a status poll)")
+    for line in log_b.splitlines():
+        if "taking over" in line:  # how long the leader was silent, what had been learned
+            print(f"  follower: {line.strip()[-200:]}")
 
 
 def poll_status(daemons: dict[str, DaemonProcess], every_s: float, stop: threading.Event,

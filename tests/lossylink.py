@@ -33,7 +33,7 @@ HOST = "127.0.0.1"
 
 
 def run(a_side: int, b_side: int, a_listen: int, b_listen: int, loss: float, delay_ms: float,
-        jitter_ms: float, seed: int, seconds: float) -> dict[str, int]:
+        jitter_ms: float, seed: int, seconds: float) -> dict[str, float]:
     rnd = random.Random(seed)
     sa = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sb = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -41,7 +41,8 @@ def run(a_side: int, b_side: int, a_listen: int, b_listen: int, loss: float, del
     sb.bind((HOST, b_side))
     route = {sa: (sb, (HOST, b_listen)), sb: (sa, (HOST, a_listen))}
     queue: list[tuple[float, int, socket.socket, bytes, tuple[str, int]]] = []
-    counts = {"received": 0, "dropped": 0, "sent": 0}
+    counts = {"received": 0, "dropped": 0, "sent": 0, "late_over_5ms": 0}
+    late_max = 0.0  # how far behind its own schedule the relay delivered: a rig stall
     stop = [False]
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__(0, True))
     end = time.monotonic() + seconds
@@ -63,12 +64,16 @@ def run(a_side: int, b_side: int, a_listen: int, b_listen: int, loss: float, del
                 heapq.heappush(queue, (time.monotonic() + d, n, out, data, dest))
         now = time.monotonic()
         while queue and queue[0][0] <= now:
-            _t, _n, out, data, dest = heapq.heappop(queue)
+            due, _n, out, data, dest = heapq.heappop(queue)
+            late = now - due
+            late_max = max(late_max, late)
+            counts["late_over_5ms"] += late > 0.005
             with suppress(OSError):
                 out.sendto(data, dest)
                 counts["sent"] += 1
     sa.close()
     sb.close()
+    counts["late_max_ms"] = round(late_max * 1000, 1)
     return counts
 
 

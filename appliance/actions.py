@@ -14,25 +14,27 @@ from dataclasses import dataclass
 TRANSPORT = ("play", "stop", "pause", "play_stop", "next", "prev")
 """Actions without an argument."""
 
-ACTIONS = (*TRANSPORT, "goto N")
+ACTIONS = (*TRANSPORT, "goto N", "setlist NAME")
 """How actions are written where a person types one (config, errors)."""
 
-COMMANDS = (*TRANSPORT, "goto", "status")
-"""The control socket's and `backtrack ctl`'s verbs: the actions plus `status`."""
+COMMANDS = (*TRANSPORT, "goto", "setlist", "setlists", "status")
+"""The control socket's and `backtrack ctl`'s verbs: the actions plus the queries."""
 
 
 @dataclass(frozen=True)
 class Action:
-    """A transport command a control can name: `play`, `next`, `goto 3` (song numbers from 1)."""
+    """A command a control can name: `play`, `next`, `goto 3` (song numbers from 1),
+    `setlist friday` (choose a setlist while stopped or cued)."""
 
     name: str
-    arg: int | None = None
+    arg: int | str | None = None
 
     def __str__(self) -> str:
         return self.name if self.arg is None else f"{self.name} {self.arg}"
 
 
 _GOTO = re.compile(r"^goto\s+(\d+)$")
+_SETLIST = re.compile(r"^setlist\s+(\S.*)$")
 
 
 def parse_action(text: str) -> Action | None:
@@ -43,6 +45,9 @@ def parse_action(text: str) -> Action | None:
     m = _GOTO.match(text)
     if m:
         return Action("goto", int(m.group(1)))
+    m = _SETLIST.match(text)
+    if m:
+        return Action("setlist", m.group(1).strip())
     return None
 
 
@@ -59,6 +64,11 @@ def request_action(req: dict) -> tuple[Action | None, str]:
         if isinstance(song, bool) or not isinstance(song, int):
             return None, 'goto needs a song number: {"cmd": "goto", "song": 3}'
         return Action("goto", song), ""
+    if cmd == "setlist":
+        name = req.get("name", req.get("arg"))
+        if not isinstance(name, str) or not name.strip():
+            return None, 'setlist needs a name: {"cmd": "setlist", "name": "friday"}'
+        return Action("setlist", name.strip()), ""
     action = parse_action(cmd)
     if action is None:
         return None, f"unknown command '{cmd[:40]}'; valid: {', '.join(COMMANDS)}"

@@ -171,12 +171,11 @@ def load(path: str | Path) -> Config:
     device = _device(r, top.get("device"))
     outputs = _outputs(r, top.get("outputs"), device)
     show = _show(r, top, outputs, path.parent)
-    nsongs = max((len(s) for s in show.setlists.values()), default=0)
     engine = _engine(r, top.get("engine"), path.parent)
     control = _control(r, top.get("control"))
-    footswitches = _footswitches(r, top.get("footswitches"), nsongs)
+    footswitches = _footswitches(r, top.get("footswitches"), show)
     led = _led(r, top.get("led"))
-    midi = _midi(r, top.get("midi"), nsongs)
+    midi = _midi(r, top.get("midi"), show)
     peer = _peer(r, top.get("peer"), path.parent, device)
     state_file = r.text(top.get("state_file"), "state_file", default=None)
     resume = r.boolean(top.get("resume"), "resume", default=True)
@@ -431,7 +430,7 @@ def _control(r: NodeReader, node: yaml.Node | None) -> ControlConfig:
                                        default=DEFAULT_SOCKET) or DEFAULT_SOCKET)
 
 
-def _action(r: NodeReader, node: yaml.Node | None, key: str, nsongs: int) -> Action | None:
+def _action(r: NodeReader, node: yaml.Node | None, key: str, show: _Show) -> Action | None:
     if node is None:
         return None
     text = r.text(node, key)
@@ -441,13 +440,18 @@ def _action(r: NodeReader, node: yaml.Node | None, key: str, nsongs: int) -> Act
     if action is None:
         r.error(node, key, f"unknown action '{text}'; valid: {', '.join(ACTIONS)}")
         return None
-    if action.name == "goto" and not 1 <= (action.arg or 0) <= max(nsongs, 1):
+    nsongs = max((len(s) for s in show.setlists.values()), default=0)
+    if action.name == "goto" and not 1 <= int(action.arg or 0) <= max(nsongs, 1):
         r.error(node, key, f"there is no song {action.arg}; songs are numbered 1 to {nsongs}")
+        return None
+    if action.name == "setlist" and action.arg not in show.setlists:
+        r.error(node, key, f"there is no setlist '{action.arg}'; setlists: "
+                f"{', '.join(show.setlists)}")
         return None
     return action
 
 
-def _footswitches(r: NodeReader, node: yaml.Node | None, nsongs: int) -> tuple[Footswitch, ...]:
+def _footswitches(r: NodeReader, node: yaml.Node | None, show: _Show) -> tuple[Footswitch, ...]:
     items = r.sequence(node, "footswitches")
     if not items:
         return ()
@@ -459,7 +463,7 @@ def _footswitches(r: NodeReader, node: yaml.Node | None, nsongs: int) -> tuple[F
         if f is None:
             continue
         pin = _pin(r, f.get("pin"), f"{key}.pin")
-        acts = {k: _action(r, f.get(k), f"{key}.{k}", nsongs) for k in ("press", "hold", "double")}
+        acts = {k: _action(r, f.get(k), f"{key}.{k}", show) for k in ("press", "hold", "double")}
         if not any(k in f for k in ("press", "hold", "double")):
             r.error(fnode, key, "a footswitch needs at least one of press, hold, double")
         d = Footswitch(pin=0)
@@ -506,7 +510,7 @@ def _led(r: NodeReader, node: yaml.Node | None) -> Led | None:
     return Led(rgb=tuple(pins), pwm=bool(pwm))  # type: ignore[arg-type]
 
 
-def _midi(r: NodeReader, node: yaml.Node | None, nsongs: int) -> MidiConfig | None:
+def _midi(r: NodeReader, node: yaml.Node | None, show: _Show) -> MidiConfig | None:
     m = r.mapping(node, "midi", ("api", "in", "map", "out"))
     if m is None:
         return None
@@ -533,7 +537,7 @@ def _midi(r: NodeReader, node: yaml.Node | None, nsongs: int) -> MidiConfig | No
         if value is not None and kind != "cc":
             r.error(mm.get("value"), f"{key}.value", "value only applies to cc mappings")
         channel = r.integer(mm.get("channel"), f"{key}.channel", 1, 16, default=None)
-        action = _action(r, mm.get("action"), f"{key}.action", nsongs)
+        action = _action(r, mm.get("action"), f"{key}.action", show)
         if num is not None and action is not None:
             mappings.append(MidiMapping(kind, num, action, value, channel))
     out_port, clock, mtc, fps, offset = None, False, False, 25, 0.0

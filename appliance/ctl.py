@@ -51,12 +51,18 @@ def socket_path(arg: str | None) -> str:
 def words_to_request(words: list[str]) -> dict:
     verb = words[0]
     if verb not in COMMANDS:
+        shown = {"goto": "goto N", "setlist": "setlist NAME"}
         raise UserError(f"unknown command '{verb}'; valid: "
-                        f"{', '.join(c + ' N' if c == 'goto' else c for c in COMMANDS)}")
+                        f"{', '.join(shown.get(c, c) for c in COMMANDS)}")
     if verb == "goto":
         if len(words) != 2 or not words[1].isdigit():
             raise UserError("goto needs a song number: backtrack ctl goto 3")
         return {"cmd": "goto", "song": int(words[1])}
+    if verb == "setlist":
+        if len(words) < 2:
+            raise UserError("setlist needs a name: backtrack ctl setlist friday "
+                            "(`backtrack ctl setlists` lists them)")
+        return {"cmd": "setlist", "name": " ".join(words[1:])}
     if len(words) != 1:
         raise UserError(f"'{verb}' takes no argument")
     return {"cmd": verb}
@@ -73,7 +79,8 @@ def status_line(st: dict, width: int = 24) -> str:
     filled = int(width * min(pos / dur, 1.0)) if dur else 0
     bar = "#" * filled + "-" * (width - filled)
     icon = {"playing": ">", "paused": "||", "cued": "*", "stopped": "[]"}.get(st["state"], "?")
-    line = (f"{icon} {st['song']}/{st['songs']} {st['title'][:24]:<24} [{bar}] "
+    setlist = f"{st['setlist']} " if st.get("setlist") else ""
+    line = (f"{icon} {setlist}{st['song']}/{st['songs']} {st['title'][:24]:<24} [{bar}] "
             f"{fmt_time(pos)} / {fmt_time(dur)}  {st['state']:<7}  xruns {st['xruns']}")
     if st.get("device") != "ok":
         line += f"  DEVICE: {st.get('device')}"
@@ -124,5 +131,8 @@ def main(sock: str | None, words: list[str], as_json: bool = False, watch: bool 
     else:
         if reply.get("message"):
             print(reply["message"])
+        for sl in reply.get("setlists", ()):
+            mark = "*" if sl["in_use"] else " "
+            print(f"{mark} {sl['name']}: {len(sl['songs'])} songs: {', '.join(sl['songs'])}")
         print(status_line(reply["state"]))
     return 0 if reply.get("ok") else 1

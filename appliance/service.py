@@ -24,7 +24,7 @@ from .controls.socket import ControlServer
 from .errors import UserError
 from .statefile import ShowState
 from .threads import Component
-from .transport import CUED, State
+from .transport import CUED, PAUSED, PLAYING, State
 
 log = logging.getLogger("backtrack")
 
@@ -38,6 +38,7 @@ def status_dict(engine: Engine, role: str = "leader", peer: dict | str = "none")
         "song_index": s.song,           # 0-based
         "song": s.song + 1,             # as people count
         "songs": len(engine.cfg.songs),
+        "setlist": engine.cfg.setlist,
         "position_s": round(s.seconds, 4),
         "position_frames": s.frame,
         "duration_s": round(s.duration, 3),
@@ -73,7 +74,40 @@ class Daemon:
                 return forwarded
             if not self.peer.deduper.accept(str(action), time.monotonic_ns(), source):
                 return True, "same press already received from another unit"
+        return self.perform(action)
+
+    def perform(self, action: Action) -> tuple[bool, str]:
+        """Carry out an action on this unit (after a follower's forwarding and the leader's
+        de-duplication): a setlist choice here, the transport's actions in the engine."""
+        if action.name == "setlist":
+            return self.choose_setlist(str(action.arg))
         return self.engine.command(action)
+
+    def choose_setlist(self, name: str, source: str = "") -> tuple[bool, str]:
+        """Switch to another setlist, cueing its first song. Only while stopped or cued: a
+        song never changes under the band's feet, and nobody loses their place by a stray
+        press mid-song. Kept across a restart by the state file."""
+        e = self.engine
+        with e.lock:  # the transport's state cannot change between the check and the switch
+            cfg = self.cfg
+            if name not in cfg.setlists:
+                return False, f"there is no setlist '{name}'; setlists: " \
+                              f"{', '.join(cfg.setlists)}"
+            state = e.transport.current.state
+            if state in (PLAYING, PAUSED):
+                return False, f"setlist '{name}' not taken: a song is {state}; stop first"
+            if name == e.cfg.setlist and e.next_cfg is None:
+                return True, f"setlist '{name}' is already in use"
+            self.cfg = cfg.with_setlist(name)
+            e.reload(self.cfg, cue=0)
+        log.info("setlist '%s' chosen%s: %d songs, song 1 cued", name,
+                 f" ({source})" if source else "", len(self.cfg.songs))
+        return True, f"setlist '{name}': {len(self.cfg.songs)} songs, song 1 cued"
+
+    def setlists(self) -> list[dict]:
+        """What `ctl setlists` prints: each setlist, its songs and length, the one in use."""
+        return [{"name": n, "songs": [s.title for s in songs], "in_use": n == self.cfg.setlist}
+                for n, songs in self.cfg.setlists.items()]
 
     @property
     def peer_health(self) -> dict | str:
@@ -82,6 +116,8 @@ class Daemon:
     def handle(self, req: dict) -> dict:
         if req.get("cmd") == "status":
             return {"ok": True, "state": self.status()}
+        if req.get("cmd") == "setlists":
+            return {"ok": True, "setlists": self.setlists(), "state": self.status()}
         if req.get("cmd") == "_fault" and FAULTS_ENABLED:
             return self._fault(req)
         action, err = request_action(req)
@@ -260,6 +296,7 @@ def reload_config(daemon: Daemon, path: str) -> tuple[bool, str]:
         log.error("reload rejected: %s; playing on with the running config", exc)
         return False, "reload rejected (see journal); running config kept"
     old = daemon.cfg
+    new = keep_setlist(new, old.setlist, "the running show")
     for w in new.warnings:
         log.warning("%s", w)
     fixed = ("device", "control", "footswitches", "led", "midi", "peer")
@@ -288,6 +325,19 @@ def reload_config(daemon: Daemon, path: str) -> tuple[bool, str]:
     return True, "new config accepted; applies when the song ends"
 
 
+def keep_setlist(cfg: Config, name: str, where: str) -> Config:
+    """The setlist chosen at run time outlives a restart and a reload; the show file's
+    `setlist:` only says which one to start with the first time."""
+    if not name or name == cfg.setlist:
+        return cfg
+    if name not in cfg.setlists:
+        log.warning("setlist '%s' (from %s) is not in the show file any more; using '%s'",
+                    name, where, cfg.setlist)
+        return cfg
+    log.info("setlist '%s' (from %s)", name, where)
+    return cfg.with_setlist(name)
+
+
 def with_service_dirs(cfg: Config) -> Config:
     """Under systemd with CacheDirectory=, a config without engine.cache_dir caches resampled
     stems there: the default (beside the config, in /etc) is read-only to the service."""
@@ -300,7 +350,7 @@ def with_service_dirs(cfg: Config) -> Config:
 def show_snapshot(daemon: Daemon) -> dict:
     st = daemon.status()
     return {"song": st["song_index"], "title": st["title"], "state": st["state"],
-            "position_s": st["position_s"], "songs": st["songs"],
+            "position_s": st["position_s"], "songs": st["songs"], "setlist": st["setlist"],
             "config": str(daemon.cfg.path)}
 
 
@@ -315,9 +365,10 @@ def run(config_path: str) -> int:
     cfg = with_service_dirs(config_mod.load(config_path))
     for w in cfg.warnings:
         log.warning("%s", w)
+    state = ShowState(cfg.state_file)
+    cfg = keep_setlist(cfg, state.setlist(), "the state file")
     daemon = Daemon(cfg)
     systemd.set_context(lambda: log_context(daemon))
-    state = ShowState(cfg.state_file)
     if cfg.resume and cfg.state_file is not None:
         idx, note = state.cue_index([s.title for s in cfg.songs])
         if idx is not None:

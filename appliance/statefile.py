@@ -114,8 +114,9 @@ def load(path: str | os.PathLike | None, defaults: dict[str, Any]) -> tuple[dict
 
 
 class ShowState:
-    """What the daemon keeps across restarts: the song that was current (index and title),
-    the transport state, the position, and whether the last run ended cleanly.
+    """What the daemon keeps across restarts: the setlist chosen, the song that was current
+    (index and title), the transport state, the position, and whether the last run ended
+    cleanly.
 
     Written when the song or state changes, every `every_s` while playing, and at shutdown;
     never per period (the SD card would wear, and a position is only a hint: after a power
@@ -123,7 +124,7 @@ class ShowState:
     """
 
     DEFAULTS: dict[str, Any] = {"song": 0, "title": "", "state": "cued", "position_s": 0.0,
-                                "clean_shutdown": True, "saved_at": ""}
+                                "clean_shutdown": True, "saved_at": "", "setlist": ""}
 
     def __init__(self, path: str | os.PathLike | None, every_s: float = 30.0):
         self.path = Path(path) if path is not None else None
@@ -135,6 +136,11 @@ class ShowState:
 
     def read(self) -> tuple[dict[str, Any], str]:
         return load(self.path, self.DEFAULTS)
+
+    def setlist(self) -> str:
+        """The setlist chosen when the daemon last ran ("" when none was saved)."""
+        state, _note = self.read()
+        return state["setlist"] if self.path is not None else ""
 
     def cue_index(self, titles: list[str]) -> tuple[int | None, str]:
         """The song to cue at start: the saved title if the set still has it (songs may have
@@ -160,7 +166,7 @@ class ShowState:
         goes on; a read-only card must not stop the music)."""
         if self.path is None:
             return False
-        key = (snapshot.get("song"), snapshot.get("state"))
+        key = (snapshot.get("song"), snapshot.get("state"), snapshot.get("setlist"))
         due = snapshot.get("state") == "playing" and now - self._saved_mono >= self.every_s
         if not final and key == self._key and not due:
             return False

@@ -57,8 +57,8 @@ STEMS = [("click", 1, "click"), ("cues", 1, "cues"), ("bass", 1, "bass"), ("kick
 OUTPUTS = "{click: 1, cues: 2, bass: 3, kick: 4, tracks: [5, 6], keys: [7, 8]}"
 
 
-def make_set(folder: Path, songs: int, rate: int, seconds: float = 30.0,
-             pcm: str = "backtrack_test") -> Path:
+def write_base(folder: Path, rate: int, seconds: float) -> Path:
+    """The six stems every song's files are hard links to."""
     folder.mkdir(parents=True, exist_ok=True)
     base = folder / "base"
     base.mkdir(exist_ok=True)
@@ -70,12 +70,21 @@ def make_set(folder: Path, songs: int, rate: int, seconds: float = 30.0,
         data = np.stack([tone + 0.01 * rng.standard_normal(n) for _ in range(ch)], axis=1)
         data[0] = 0.5
         sf.write(str(base / f"{name}.wav"), data.astype(np.float32), rate, subtype="PCM_24")
-    lines = [f'device: {{name: "{pcm}", channels: 8, rate: 48000, format: S32_LE, '
-             f"period: 256, periods: 3}}",
-             f"outputs: {OUTPUTS}",
-             f'control: {{socket: "{folder / "ctl.sock"}"}}',
-             f'engine: {{readahead: 2.0, cache_dir: "{folder / "cache"}"}}',
-             "songs:"]
+    return base
+
+
+def show_head(folder: Path, pcm: str) -> list[str]:
+    return [f'device: {{name: "{pcm}", channels: 8, rate: 48000, format: S32_LE, '
+            f"period: 256, periods: 3}}",
+            f"outputs: {OUTPUTS}",
+            f'control: {{socket: "{folder / "ctl.sock"}"}}',
+            f'engine: {{readahead: 2.0, cache_dir: "{folder / "cache"}"}}']
+
+
+def make_set(folder: Path, songs: int, rate: int, seconds: float = 30.0,
+             pcm: str = "backtrack_test") -> Path:
+    base = write_base(folder, rate, seconds)
+    lines = [*show_head(folder, pcm), "songs:"]
     for i in range(songs):
         song_dir = folder / f"song{i + 1:02d}"
         song_dir.mkdir(exist_ok=True)
@@ -90,8 +99,10 @@ def make_set(folder: Path, songs: int, rate: int, seconds: float = 30.0,
     return cfg
 
 
-def one_start(cfg: Path, env: dict[str, str], folder: Path) -> tuple[float, float | None, str]:
-    """(seconds to READY=1, the daemon's own 'READY after' figure, STATUS text)."""
+def one_start(cfg: Path, env: dict[str, str], folder: Path,
+              at_ready=None) -> tuple[float, float | None, str]:
+    """(seconds to READY=1, the daemon's own 'READY after' figure, STATUS text).
+    `at_ready(pid)` is called once READY=1 came, before the daemon is stopped."""
     path = folder / "notify.sock"
     path.unlink(missing_ok=True)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
@@ -114,6 +125,8 @@ def one_start(cfg: Path, env: dict[str, str], folder: Path) -> tuple[float, floa
                             ready = now - t0
                         elif line.startswith("STATUS="):
                             status = line[7:]
+                if at_ready is not None:
+                    at_ready(proc.pid)
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(20)

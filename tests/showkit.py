@@ -60,6 +60,32 @@ class Show:
         return out
 
 
+def _header(pcm: str, fmt: str, period: int, periods: int, sock: str) -> list[str]:
+    return [
+        f'device: {{name: "{pcm}", channels: 8, rate: {RATE}, format: {fmt}, '
+        f"period: {period}, periods: {periods}}}",
+        "outputs: {" + ", ".join(f"{k}: {v}" for k, v in OUTPUTS.items()) + "}",
+        f'control: {{socket: "{sock}"}}',
+        "engine: {readahead: 1.0}",
+    ]
+
+
+def _stems(show: Show, folder: Path, i: int, secs: float, prefix: str) -> list[str]:
+    """Song i's stems written into `folder`: the `stems:` entries naming them."""
+    n = int(secs * RATE)
+    show.frames.append(n)
+    lines = []
+    for j, (name, (out, ch)) in enumerate(STEMS.items()):
+        # stems of one song differ in length; the song lasts as long as the longest
+        frames = n if j == 0 else n - (j * RATE // 10)
+        data = noise(1000 * i + j, frames, ch)
+        path = folder / f"{prefix}{name}.wav"
+        sf.write(str(path), data, RATE, subtype="FLOAT")
+        show.stems[(i, name)] = data
+        lines.append(f"  - {{file: {path.name}, to: {out}}}")
+    return lines
+
+
 def make_show(folder: Path, seconds: list[float], afters: list[str] | None = None,
               pcm: str = "backtrack_test", fmt: str = "S32_LE", period: int = 256,
               periods: int = 3, extra: str = "") -> Show:
@@ -67,26 +93,28 @@ def make_show(folder: Path, seconds: list[float], afters: list[str] | None = Non
     afters = afters or ["stop"] * len(seconds)
     sock = str(folder / "ctl.sock")
     show = Show(folder / "show.yaml", socket=sock)
-    lines = [
-        f'device: {{name: "{pcm}", channels: 8, rate: {RATE}, format: {fmt}, '
-        f"period: {period}, periods: {periods}}}",
-        "outputs: {" + ", ".join(f"{k}: {v}" for k, v in OUTPUTS.items()) + "}",
-        f'control: {{socket: "{sock}"}}',
-        "engine: {readahead: 1.0}",
-        "songs:",
-    ]
+    lines = [*_header(pcm, fmt, period, periods, sock), "songs:"]
     for i, (secs, after) in enumerate(zip(seconds, afters, strict=True)):
-        n = int(secs * RATE)
-        show.frames.append(n)
         lines += [f'  - title: "Song {i + 1}"', f"    after: {after}", "    stems:"]
-        for j, (name, (out, ch)) in enumerate(STEMS.items()):
-            # stems of one song differ in length; the song lasts as long as the longest
-            frames = n if j == 0 else n - (j * RATE // 10)
-            data = noise(1000 * i + j, frames, ch)
-            path = folder / f"s{i + 1}_{name}.wav"
-            sf.write(str(path), data, RATE, subtype="FLOAT")
-            show.stems[(i, name)] = data
-            lines.append(f"      - {{file: {path.name}, to: {out}}}")
+        lines += ["    " + x for x in _stems(show, folder, i, secs, f"s{i + 1}_")]
+    show.config.write_text("\n".join(lines) + "\n" + extra)
+    return show
+
+
+def make_library(folder: Path, seconds: list[float], setlists: dict[str, list[str]],
+                 pcm: str = "backtrack_test", period: int = 256, extra: str = "") -> Show:
+    """A show whose songs live in a library: `folder/songs/song-N/song.yaml` (titled "Song
+    N", N from 1), each with its own stems; `setlists` name them by title or folder."""
+    sock = str(folder / "ctl.sock")
+    show = Show(folder / "show.yaml", socket=sock)
+    for i, secs in enumerate(seconds):
+        d = folder / "songs" / f"song-{i + 1}"
+        d.mkdir(parents=True)
+        body = [f'title: "Song {i + 1}"', "stems:", *_stems(show, d, i, secs, "")]
+        (d / "song.yaml").write_text("\n".join(body) + "\n")
+    lines = [*_header(pcm, "S32_LE", period, 3, sock), "library: songs", "setlists:"]
+    lines += [f"  {name}: [{', '.join(repr(t) for t in songs)}]"
+              for name, songs in setlists.items()]
     show.config.write_text("\n".join(lines) + "\n" + extra)
     return show
 

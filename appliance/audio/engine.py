@@ -191,6 +191,7 @@ class Engine:
         self.listeners: list = []  # callables(event: str, engine) for LED/MIDI/peer
         self.started_song = -1  # the song of the last "song_started" event
         self.next_cfg: Config | None = None  # a reloaded config waiting for the song to end
+        self._next_cue: int | None = None  # the song it cues (a setlist chosen), else by title
         # (frame, t_ns, ns per frame, clock epoch) of the DAC line, when a PlayHead feeds one
         self.dac_line: tuple[int, int, float, int] | None = None
 
@@ -334,13 +335,15 @@ class Engine:
         return slot
 
     # ---- reload (SIGHUP) -------------------------------------------------------------------
-    def reload(self, cfg: Config) -> bool:
+    def reload(self, cfg: Config, cue: int | None = None) -> bool:
         """Take a new setlist between songs: at once when no song is under the writer, else
         when it ends or is stopped (a song never changes under the band's feet). Returns
         True when applied now, False when waiting. The device, ring sizes and fade length
-        are fixed at start: the caller passes a config that keeps the running ones."""
+        are fixed at start: the caller passes a config that keeps the running ones. `cue`:
+        the song (0-based) to cue, else the cued song's title is followed into the new set."""
         with self.lock:
             self.next_cfg = cfg
+            self._next_cue = cue
             self._apply_reload()
             return self.next_cfg is None
 
@@ -357,7 +360,9 @@ class Engine:
         self.next_cfg = None
         song = cur.song
         titles = [s.title for s in cfg.songs]
-        if 0 <= song < len(self.cfg.songs) and self.cfg.songs[song].title in titles:
+        if self._next_cue is not None:
+            song = self._next_cue
+        elif 0 <= song < len(self.cfg.songs) and self.cfg.songs[song].title in titles:
             song = titles.index(self.cfg.songs[song].title)
         song = min(max(song, 0), len(cfg.songs) - 1)
         self.cfg = cfg

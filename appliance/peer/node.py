@@ -50,13 +50,16 @@ FLOOR_NS = 10_000_000           # auto timeout never below this (scheduling on t
 CEILING_NS = 250_000_000        # nor above this: a dead leader is replaced within a beat
 LATELY_NS = 2_000_000_000       # an id clash or bad HMACs this recent count as present
 LOCK_GRACE_NS = 5_000_000_000   # a follower joining a song is "not locked" only after this
+ADOPT_EVERY_NS = 100_000_000    # a follower tries the leader's setlist at most this often
 
 
 def setlist_hash(cfg: Config) -> int:
-    """Two units must play the same show: titles, stem files (names) and gains, in order."""
+    """Two units must play the same show: titles, what follows each, stem files (names) and
+    gains, in order. The setlist's name is not in it: a follower finds the leader's setlist
+    among its own by this hash (`PeerNode._adopt_setlist`)."""
     parts = []
     for s in cfg.songs:
-        parts.append(s.title)
+        parts.append(f"{s.title}|{s.after}")
         parts.extend(f"{st.file.name}:{st.gain_db}:{st.channels}" for st in s.stems)
     return wire.setlist_hash("\n".join(parts))
 
@@ -68,7 +71,8 @@ def parse_hostport(text: str) -> tuple[str, int]:
 
 class PeerNode(Worker):
     def __init__(self, cfg: Config, head: PlayHead, on_role: Callable[[str], None],
-                 act_locally: Callable[[Action, str], tuple[bool, str]]):
+                 act_locally: Callable[[Action, str], tuple[bool, str]],
+                 choose_setlist: Callable[[str, str], tuple[bool, str]] | None = None):
         super().__init__("backtrack-peer", max(0, cfg.engine.realtime_priority - 5))
         pc = cfg.peer
         assert pc is not None
@@ -77,6 +81,9 @@ class PeerNode(Worker):
         self.head = head
         self.on_role = on_role
         self.act_locally = act_locally
+        self.choose_setlist = choose_setlist
+        self._adopt_tried = -ADOPT_EVERY_NS
+        self._hashes: tuple[Config | None, dict[int, str]] = (None, {})
         self.key = wire.load_key(pc.key_file)
         # The unit id on the wire is not the priority (two units left at priority 1 would
         # share it and never protect each other): configured, or random per start and
@@ -183,6 +190,24 @@ class PeerNode(Worker):
 
     _hashed_cfg: Config | None = None
     _setlist = 0
+
+    def _adopt_setlist(self, wanted: int, now: int) -> bool:
+        """A follower plays the setlist its leader chose (`ctl setlist` on the leader, a
+        footswitch, the leader's state file) when it has one with the same songs: a pair
+        is switched from either unit, never one unit at a time. True once it plays it."""
+        if self.choose_setlist is None or now - self._adopt_tried < ADOPT_EVERY_NS:
+            return False
+        self._adopt_tried = now
+        cfg = self.head.cfg
+        if self._hashes[0] is not cfg:
+            self._hashes = (cfg, {setlist_hash(cfg.with_setlist(n)): n for n in cfg.setlists})
+        name = self._hashes[1].get(wanted)
+        if name is None or name == cfg.setlist:
+            return False
+        ok, msg = self.choose_setlist(name, "the leader's choice")
+        if not ok:
+            log.info("the leader plays setlist '%s': %s", name, msg)
+        return ok and self.setlist == wanted
 
     @staticmethod
     def _random_id() -> int:
@@ -324,7 +349,9 @@ class PeerNode(Worker):
                 if leader_before != env.sender:
                     self.detector.reset()  # the gap to a new leader says nothing of the link
                 self.detector.heard(t_recv)
-            if p.setlist != self.setlist:
+            if p.setlist != self.setlist and not (
+                    env.sender == self.roles.leader_id and self.roles.role != "leader"
+                    and self._adopt_setlist(p.setlist, t_recv)):
                 if not self.refused_setlist:
                     log.error("unit %d plays a different setlist: not following it", env.sender)
                 self.refused_setlist = True
@@ -590,7 +617,8 @@ def start(cfg: Config, daemon) -> PeerNode:
     """Build and start the node for `daemon` (appliance.service.Daemon)."""
     node = PeerNode(cfg, PlayHead(daemon.engine),
                     on_role=lambda role: setattr(daemon, "role", role),
-                    act_locally=lambda a, src: daemon.engine.command(a))
+                    act_locally=lambda a, src: daemon.perform(a),
+                    choose_setlist=daemon.choose_setlist)
     # every unit starts silent; the leader becomes audible once it has listened (Roles)
     if cfg.peer.mode != "switcher":
         daemon.engine.set_audible(False, fade=False)

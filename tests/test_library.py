@@ -214,3 +214,12 @@ def test_pair_follows_the_leaders_setlist_chosen_on_either_unit(jack_audio_facto
         wait_for(lambda: b.status()["setlist"] == "a", 5, "the follower back on setlist a")
         wait_both_protected(a, b)
         assert "setlist 'a' chosen (the leader's choice)" in b.log()
+
+
+def test_library_example_loads():
+    cfg = config.load(Path(__file__).parent.parent / "config" / "library-example" / "show.yaml")
+    assert cfg.setlist == "friday" and [s.title for s in cfg.songs] == ["Opener", "Ballad"]
+    acoustic = cfg.with_setlist("acoustic").songs
+    assert [s.after for s in acoustic] == ["stop", "stop"]
+    assert [st.gain_db for st in acoustic[1].stems if st.label == "keys"] == [-3.0, -3.0]
+    assert cfg.routing_rules == (("pad|strings", "keys"),)

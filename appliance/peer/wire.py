@@ -101,7 +101,8 @@ class LeaderState:
     CLOCK_MONOTONIC; with the clock offset a follower turns that into "which frame is at
     the leader's DAC now" without any assumption about network delay. `rate` is the
     nominal sample rate (frames per second of song time), `setlist` a 32-bit hash of the
-    show (`setlist_hash`) so a follower loaded with a different set refuses to follow.
+    setlist in use (`node.setlist_hash`): a follower switches to its own setlist with that
+    hash, and without one refuses to follow a different show.
     """
 
     term: int

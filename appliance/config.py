@@ -195,6 +195,24 @@ def load(path: str | Path) -> Config:
     )
 
 
+def load_outputs(path: str | Path) -> tuple[dict[str, tuple[int, ...]],
+                                             tuple[tuple[str, str], ...]]:
+    """Only a show file's outputs and routing_rules, for `backtrack import`: a show whose
+    setlist already names the song being imported cannot load whole until that song
+    exists. Raises ConfigError with the problems of those keys (and of the file itself)."""
+    path = Path(path).expanduser().absolute()
+    r = NodeReader(path)
+    root = compose(path, r)
+    top = r.mapping(root, "", TOP_KEYS, required=("device", "outputs")) if root else None
+    if top is None:
+        raise ConfigError(r.problems)
+    outputs = _outputs(r, top.get("outputs"), _device(r, top.get("device")))
+    rules = _routing_rules(r, top.get("routing_rules"), outputs)
+    if r.errors:
+        raise ConfigError(r.errors)
+    return outputs, rules
+
+
 @dataclass
 class _Show:
     setlists: dict[str, tuple[Song, ...]]

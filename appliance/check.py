@@ -57,6 +57,7 @@ class StemFacts:
     problem: str | None = None
     route_mismatch: bool = False   # the problem is the channel count vs the route
     resampled_from: int | None = None
+    decoder: str = "libsndfile"    # "pyav": libsndfile cannot read it, decoded into the cache
     cache_file: str | None = None
     cached_before: bool = False
 
@@ -95,7 +96,7 @@ def inspect_song(cfg: Config, index: int, block: int = BLOCK) -> SongFacts:
                           gain_db=st.gain_db, line=st.line)
         info = probe(st)
         facts.file_channels, facts.file_rate, facts.format = info.channels, info.rate, info.format
-        if info.problem is None and info.rate != dev.rate:
+        if info.problem is None and (info.rate != dev.rate or info.decoder == "pyav"):
             try:
                 facts.cached_before = cache_path(cfg.cache_dir, st.file, dev.rate).exists()
             except OSError:
@@ -122,12 +123,9 @@ def inspect_song(cfg: Config, index: int, block: int = BLOCK) -> SongFacts:
         facts.frames = sr.frames
         facts.route_mismatch = (info.problem is not None and info.frames > 0
                                 and info.channels not in (1, len(facts.channels)))
-        if info.resampled_from:
-            facts.resampled_from = info.resampled_from
-            try:
-                facts.cache_file = str(cache_path(cfg.cache_dir, sr.stem.file, dev.rate))
-            except OSError:
-                pass
+        facts.resampled_from, facts.decoder = info.resampled_from, info.decoder
+        if info.cache_file is not None:
+            facts.cache_file = str(info.cache_file)
     return SongFacts(index=index, title=song.title, after=song.after, line=song.line,
                      stems=stems, frames=reader.frames, clipped=conv.clipped,
                      peaks=[float(p) for p in peaks])
@@ -274,7 +272,8 @@ def build_report(cfg: Config, songs: list[SongFacts], device: DeviceFacts,
                 "gain_db": st.gain_db, "line": st.line, "file_channels": st.file_channels,
                 "file_rate": st.file_rate, "format": st.format, "frames": st.frames,
                 "duration_s": round(st.frames / rate, 3), "duration": fmt_duration(st.frames / rate),
-                "resampled_from": st.resampled_from, "cache_file": st.cache_file,
+                "resampled_from": st.resampled_from, "decoder": st.decoder,
+                "cache_file": st.cache_file,
                 "cached_before": st.cached_before, "problem": st.problem,
             })
         good = [st for st in s.stems if st.frames > 0 and not st.problem]
@@ -408,9 +407,13 @@ def format_report(report: dict[str, Any]) -> tuple[str, str]:
             desc = (f"  ({st['file_channels']} ch, {st['file_rate']} Hz)"
                     if st["file_channels"] else "")
             line = f"  {dur:>7}  {shown}{desc} -> {', '.join(st['to'])}{gain}"
-            if st["resampled_from"]:
-                line += (f"; converted from {st['resampled_from']} Hz"
-                         + (" (was cached)" if st["cached_before"] else " (now cached)"))
+            cached = " (was cached)" if st["cached_before"] else " (now cached)"
+            if st.get("decoder") == "pyav" and st["cache_file"]:
+                line += (f"; decoded with PyAV ({st['format']})"
+                         + (f" and converted from {st['resampled_from']} Hz"
+                            if st["resampled_from"] else "") + " into the cache" + cached)
+            elif st["resampled_from"]:
+                line += f"; converted from {st['resampled_from']} Hz" + cached
             if st["problem"]:
                 line += f"\n           !! {st['problem']}"
             lines.append(line)

@@ -34,7 +34,15 @@ def _parser() -> argparse.ArgumentParser:
                      help=f"control socket (default: $BACKTRACK_SOCKET or {DEFAULT_SOCKET})")
     ctl.add_argument("--json", action="store_true", help="print the raw JSON reply")
     ctl.add_argument("--watch", action="store_true", help="with status: a live status line")
-    ctl.add_argument("words", nargs="+", metavar="play|stop|pause|next|prev|goto N|status")
+    ctl.add_argument("words", nargs="+", metavar="play|stop|pause|next|prev|goto N|setlist NAME|setlists|status")
+
+    imp = sub.add_parser("import", help="make a song file (song.yaml) from a folder of stems")
+    imp.add_argument("dir", metavar="DIR", help="the song's folder of stems")
+    imp.add_argument("--config", default=None, metavar="FILE",
+                     help="the show file: route to its outputs, by its routing_rules")
+    imp.add_argument("--out", default=None, metavar="FILE",
+                     help="the song file to write (default: DIR/song.yaml)")
+    imp.add_argument("--force", action="store_true", help="overwrite an existing song file")
 
     demo = sub.add_parser("demo", help="generate a demo set and play it")
     demo.add_argument("--dir", default=None, help="where to write the demo set")
@@ -59,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "ctl":
             from .ctl import main as ctl_main
             return ctl_main(args.socket, args.words, as_json=args.json, watch=args.watch)
+        if args.command == "import":
+            from .importer import main as import_main
+            return import_main(args.dir, args.config, args.out, args.force)
         if args.command == "demo":
             from .demo import main as demo_main
             return demo_main(args.dir, args.device, args.seconds)

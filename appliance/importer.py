@@ -16,7 +16,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import soundfile as sf
 import yaml
 
 from .errors import UserError
@@ -199,12 +198,12 @@ def _sides_of(target: str, show: Show) -> tuple[str, str]:
 def channel_notes(stem: Placement, show: Show) -> list[str]:
     """Why this file would not play as routed; `check` would refuse the same. Mono goes
     anywhere, N channels need N (appliance.audio.source._routable)."""
-    try:
-        channels = sf.info(str(stem.file)).channels
-    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        reason = getattr(exc, "error_string", None) or str(exc) or type(exc).__name__
-        return [f"libsndfile cannot read it ({_one_line(reason).rstrip('.')}), so it would "
-                "play as silence; convert it to WAV or FLAC"]
+    from .audio.source import probe_file
+
+    info, _promised = probe_file(stem.file)
+    if info.problem is not None:
+        return [f"{_one_line(info.problem)}, so it would play as silence"]
+    channels = info.channels
     width = _width(stem.to, show)
     if stem.to is None or width is None or channels == 1 or channels == width:
         return []

@@ -70,8 +70,10 @@ def _header(pcm: str, fmt: str, period: int, periods: int, sock: str) -> list[st
     ]
 
 
-def _stems(show: Show, folder: Path, i: int, secs: float, prefix: str) -> list[str]:
-    """Song i's stems written into `folder`: the `stems:` entries naming them."""
+def _stems(show: Show, folder: Path, i: int, secs: float, prefix: str,
+           alac: bool = False) -> list[str]:
+    """Song i's stems written into `folder`: the `stems:` entries naming them. With `alac`,
+    the pad stem is an ALAC M4A (lossless, so still exact; noise on the 16-bit grid)."""
     n = int(secs * RATE)
     show.frames.append(n)
     lines = []
@@ -79,8 +81,14 @@ def _stems(show: Show, folder: Path, i: int, secs: float, prefix: str) -> list[s
         # stems of one song differ in length; the song lasts as long as the longest
         frames = n if j == 0 else n - (j * RATE // 10)
         data = noise(1000 * i + j, frames, ch)
-        path = folder / f"{prefix}{name}.wav"
-        sf.write(str(path), data, RATE, subtype="FLOAT")
+        if alac and name == "pad":
+            data = np.round(data * 32768) / 32768
+            data[data == 0] = 2**-15
+            path = folder / f"{prefix}{name}.m4a"
+            encode_pyav(path, "alac", RATE, data)
+        else:
+            path = folder / f"{prefix}{name}.wav"
+            sf.write(str(path), data, RATE, subtype="FLOAT")
         show.stems[(i, name)] = data
         lines.append(f"  - {{file: {path.name}, to: {out}}}")
     return lines
@@ -102,21 +110,56 @@ def make_show(folder: Path, seconds: list[float], afters: list[str] | None = Non
 
 
 def make_library(folder: Path, seconds: list[float], setlists: dict[str, list[str]],
-                 pcm: str = "backtrack_test", period: int = 256, extra: str = "") -> Show:
+                 pcm: str = "backtrack_test", period: int = 256, extra: str = "",
+                 alac: tuple[int, ...] = ()) -> Show:
     """A show whose songs live in a library: `folder/songs/song-N/song.yaml` (titled "Song
-    N", N from 1), each with its own stems; `setlists` name them by title or folder."""
+    N", N from 1), each with its own stems; `setlists` name them by title or folder. Songs
+    whose index (from 0) is in `alac` have an M4A stem (decoded through PyAV)."""
     sock = str(folder / "ctl.sock")
     show = Show(folder / "show.yaml", socket=sock)
     for i, secs in enumerate(seconds):
         d = folder / "songs" / f"song-{i + 1}"
         d.mkdir(parents=True)
-        body = [f'title: "Song {i + 1}"', "stems:", *_stems(show, d, i, secs, "")]
+        body = [f'title: "Song {i + 1}"', "stems:", *_stems(show, d, i, secs, "", i in alac)]
         (d / "song.yaml").write_text("\n".join(body) + "\n")
     lines = [*_header(pcm, "S32_LE", period, 3, sock), "library: songs", "setlists:"]
     lines += [f"  {name}: [{', '.join(repr(t) for t in songs)}]"
               for name, songs in setlists.items()]
     show.config.write_text("\n".join(lines) + "\n" + extra)
     return show
+
+
+def encode_pyav(path: Path, codec: str, rate: int, x: np.ndarray, faststart: bool = False) -> None:
+    """Write `x` (frames x channels, float in -1..1) with PyAV's encoder `codec`: the
+    formats libsndfile lacks, made by PyAV itself."""
+    import av
+
+    layout = "mono" if x.shape[1] == 1 else "stereo"
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options) as out:
+        stream = out.add_stream(codec, rate=rate)
+        cc = stream.codec_context
+        cc.layout = layout
+        formats = [f.name for f in cc.codec.audio_formats]
+        fmt = next(f for f in ("fltp", "flt", "s16p", "s16") if f in formats)
+        if codec == "alac":
+            fmt = "s16p"  # 16-bit ALAC: the decoded samples are the 16-bit input exactly
+        step = cc.frame_size or 1024
+        for i in range(0, len(x), step):
+            chunk = x[i:i + step]
+            if fmt.startswith("s16"):
+                chunk = np.round(chunk * 32768).clip(-32768, 32767).astype(np.int16)
+            else:
+                chunk = chunk.astype(np.float32)
+            arr = chunk.T if fmt.endswith("p") else chunk.reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(arr), format=fmt,
+                                               layout=layout)
+            frame.sample_rate = rate
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
 
 
 def find_frame(audio: np.ndarray, exp: np.ndarray, song_frame: int, n: int = 32) -> int | None:

@@ -177,12 +177,13 @@ def test_channel_counts_that_cannot_go_to_their_output_are_reported(tmp_path, ca
     assert "has 2 channels" in (folder / "song.yaml").read_text()
 
 
-def test_a_file_libsndfile_cannot_read_is_reported(tmp_path, capsys):
+def test_a_file_no_library_can_read_is_reported(tmp_path, capsys):
     folder = song_folder(tmp_path, stems={"Click": 1})
     (folder / "Guide.m4a").write_bytes(b"not audio")
     rc, out, _ = run(capsys, folder, "--config", show_file(tmp_path))
     assert rc == 0
-    assert "Guide.m4a: libsndfile cannot read it" in out
+    assert "Guide.m4a: not a readable audio file (" in out and "PyAV:" in out
+    assert "so it would play as silence" in out
 
 
 # -- files ---------------------------------------------------------------------------------

@@ -155,11 +155,12 @@ def wait_song(d: DaemonProcess, state: str, setlist: str, song: int) -> dict:
 
 def test_daemon_plays_setlist_b_second_song_and_keeps_the_choice(jack_audio, tmp_path):
     """Setlist B is chosen through ctl while cued; play starts B's first song, next its
-    second, which must be library song 1 exactly; a choice while playing is refused; the
-    choice survives a restart (state file)."""
+    second, which must be library song 1 exactly (one of its stems an ALAC M4A, decoded
+    through PyAV); a choice while playing is refused; the choice survives a restart."""
     show_ = make_library(tmp_path, [4.0, 4.0, 4.0],
                          {"a": ["Song 1", "Song 2"], "b": ["song-3", "Song 1"]},
-                         extra="state_file: state.json\n")
+                         extra="state_file: state.json\n", alac=(0,))
+    assert (tmp_path / "songs" / "song-1" / "pad.m4a").exists()  # decoded through PyAV
     with DaemonProcess(show_, jack_audio.environ()) as d:
         st = d.status()
         assert (st["setlist"], st["songs"], st["title"]) == ("a", 2, "Song 1")
@@ -223,3 +224,29 @@ def test_library_example_loads():
     assert [s.after for s in acoustic] == ["stop", "stop"]
     assert [st.gain_db for st in acoustic[1].stems if st.label == "keys"] == [-3.0, -3.0]
     assert cfg.routing_rules == (("pad|strings", "keys"),)
+
+
+def test_sighup_picks_up_library_changes_between_songs(jack_audio, tmp_path):
+    """A song folder added and named in the setlist, then SIGHUP: the daemon plays the new
+    set, on the setlist chosen at run time; a song file broken on disk is refused with its
+    file and line in the journal and the running set is kept."""
+    import signal
+    show_ = make_library(tmp_path, [2.0, 2.0], {"a": ["Song 1"], "b": ["Song 2"]})
+    with DaemonProcess(show_, jack_audio.environ()) as d:
+        assert d.ctl({"cmd": "setlist", "name": "b"})["ok"]
+        new = tmp_path / "songs" / "encore"
+        new.mkdir()
+        (new / "song.yaml").write_text("title: Encore\nstems:\n"
+                                       "  - {file: ../song-1/click.wav, to: click}\n")
+        text = show_.config.read_text().replace("b: ['Song 2']", "b: ['Song 2', Encore]")
+        show_.config.write_text(text)
+        d.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: d.status()["songs"] == 2, 5, "the reloaded setlist b")
+        st = d.ctl("setlists")
+        assert st["state"]["setlist"] == "b"
+        assert [x["songs"] for x in st["setlists"]] == [["Song 1"], ["Song 2", "Encore"]]
+        (new / "song.yaml").write_text("title: Encore\nstems:\n  - {file: x.wav, to: drums}\n")
+        d.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload rejected" in d.log(), 5, "the reload refused")
+        assert f"{new / 'song.yaml'}:3: stems[0].to: no output named 'drums'" in d.log()
+        assert d.status()["songs"] == 2

@@ -32,7 +32,8 @@ import numpy as np
 
 from .audio.formats import Converter
 from .audio.source import SongReader, cache_path, probe
-from .config import Config, ConfigError, Device, Problem, load
+from .config import Config, ConfigError, Device, Problem, Song, load
+from .errors import UserError
 
 BLOCK = 65536
 LENGTH_TOLERANCE_S = 0.001  # stems within a millisecond of each other count as equal
@@ -72,6 +73,42 @@ class SongFacts:
     frames: int = 0
     clipped: int = 0
     peaks: list[float] = field(default_factory=list)  # per device channel, linear
+    file: str | None = None   # its song file; None: written in the show file
+    key: str = ""             # key path of the song in that file (`songs[2]` inline)
+    setlists: list[str] = field(default_factory=list)  # "friday #3", ...; none: unused
+
+
+@dataclass(frozen=True)
+class ToCheck:
+    """A song as some setlist plays it (gains may differ from its song file's), where it
+    is written, and which setlists play it at which number."""
+
+    song: Song
+    key: str
+    setlists: tuple[str, ...]
+
+
+def songs_to_check(cfg: Config, setlist: str | None = None) -> list[ToCheck]:
+    """Every song of every setlist (each version once: a setlist that changes a song's gains
+    plays another mix), then the library's songs no setlist plays; only one setlist's songs
+    with `setlist`."""
+    inline = [s for s in cfg.library if s.file is None]
+    names = [setlist] if setlist is not None else list(cfg.setlists)
+    where: dict[Song, list[str]] = {}
+    for name in names:
+        for n, song in enumerate(cfg.setlists[name], 1):
+            where.setdefault(song, []).append(f"{name} #{n}")
+    if setlist is None:
+        for song in cfg.library:
+            where.setdefault(song, [])
+
+    def key(song: Song) -> str:
+        for i, s in enumerate(inline):
+            if s.line == song.line:
+                return f"songs[{i}]"
+        return ""
+    return [ToCheck(song, key(song) if song.file is None else "", tuple(sl))
+            for song, sl in where.items()]
 
 
 @dataclass
@@ -85,10 +122,13 @@ class DeviceFacts:
     got: dict[str, Any] | None = None
 
 
-def inspect_song(cfg: Config, index: int, block: int = BLOCK) -> SongFacts:
+def inspect_song(cfg: Config, index: int, block: int = BLOCK,
+                 what: ToCheck | None = None) -> SongFacts:
     """Open every stem of a song (converting sample rates into the cache now), then run
-    the song's whole mix through the device-format converter."""
-    song = cfg.songs[index]
+    the song's whole mix through the device-format converter. The song is number `index`
+    of the setlist in use, or `what`."""
+    what = what or ToCheck(cfg.songs[index], f"songs[{index}]", (f"{cfg.setlist} #{index + 1}",))
+    song = what.song
     dev = cfg.device
     stems: list[StemFacts] = []
     for j, st in enumerate(song.stems):
@@ -128,7 +168,9 @@ def inspect_song(cfg: Config, index: int, block: int = BLOCK) -> SongFacts:
             facts.cache_file = str(info.cache_file)
     return SongFacts(index=index, title=song.title, after=song.after, line=song.line,
                      stems=stems, frames=reader.frames, clipped=conv.clipped,
-                     peaks=[float(p) for p in peaks])
+                     peaks=[float(p) for p in peaks],
+                     file=str(song.file) if song.file else None, key=what.key,
+                     setlists=list(what.setlists))
 
 
 ALSA_ERRORS_MISSING = ("No such device", "No such file or directory", "Unknown PCM",
@@ -209,9 +251,9 @@ def _dbfs(linear: float) -> float | None:
     return round(20 * math.log10(linear), 1) if linear > 0 else None
 
 
-def _problem(cfg: Config, line: int, key: str, message: str, severity: str = "error"
-             ) -> dict[str, Any]:
-    return asdict(Problem(str(cfg.path), line, key, message, severity))
+def _problem(cfg: Config, line: int, key: str, message: str, severity: str = "error",
+             file: str | None = None) -> dict[str, Any]:
+    return asdict(Problem(file or str(cfg.path), line, key, message, severity))
 
 
 DEVICE_KEYS = ("name", "channels", "rate", "format", "period", "periods")
@@ -255,18 +297,23 @@ def build_report(cfg: Config, songs: list[SongFacts], device: DeviceFacts,
     for s in songs:
         sp: list[dict[str, Any]] = []
         sw: list[dict[str, Any]] = []
-        key = f"songs[{s.index}]"
+        key = s.key
+        at = f"{key}." if key else ""
+        # a song no setlist plays cannot spoil tonight's show: its problems are warnings
+        grave = "error" if s.setlists else "warning"
         stems_out = []
         for st in s.stems:
-            skey = f"{key}.stems[{st.index}]"
+            skey = f"{at}stems[{st.index}]"
             if st.problem:
                 sp.append(_problem(cfg, st.line, f"{skey}.to" if st.route_mismatch
-                                   else f"{skey}.file", f"{st.file}: {st.problem}"))
+                                   else f"{skey}.file", f"{st.file}: {st.problem}", grave,
+                                   s.file))
             beyond = [ch + 1 for ch in st.channels if ch >= cfg.device.channels]
             if beyond:
                 sp.append(_problem(cfg, st.line, f"{skey}.to",
                                    f"routed to channel(s) {beyond}, beyond the device's "
-                                   f"{cfg.device.channels} channels (device.channels)"))
+                                   f"{cfg.device.channels} channels (device.channels)", grave,
+                                   s.file))
             stems_out.append({
                 "file": st.file, "to": st.to, "channels": [c + 1 for c in st.channels],
                 "gain_db": st.gain_db, "line": st.line, "file_channels": st.file_channels,
@@ -283,11 +330,11 @@ def build_report(cfg: Config, songs: list[SongFacts], device: DeviceFacts,
             if short:
                 listing = ", ".join(f"{Path(st.file).name} {fmt_duration(st.frames / rate)}"
                                     for st in short)
-                sw.append(_problem(cfg, s.line, f"{key}.stems",
+                sw.append(_problem(cfg, s.line, f"{at}stems",
                                    f"stems differ in length: the song lasts "
                                    f"{fmt_duration(longest / rate)} (its longest stem), "
                                    f"shorter: {listing}; shorter stems end in silence",
-                                   "warning"))
+                                   "warning", s.file))
         if s.clipped:
             by_output: dict[str, list[int]] = {}
             for c, p in enumerate(s.peaks):
@@ -297,14 +344,21 @@ def build_report(cfg: Config, songs: list[SongFacts], device: DeviceFacts,
             where = ", ".join(f"{n} (ch {', '.join(map(str, cs))})"
                               for n, cs in by_output.items())
             peak = _dbfs(max(s.peaks)) if s.peaks else None
-            sw.append(_problem(cfg, s.line, key,
+            sw.append(_problem(cfg, s.line, key or "stems",
                                f"the mix clips: {s.clipped} samples beyond full scale on "
                                f"{where or 'some outputs'}, peak {peak:+.1f} dBFS; lower "
-                               "gain_db of the stems routed there", "warning"))
+                               "gain_db of the stems routed there"
+                               + (f" (as {', '.join(s.setlists)} plays it)" if s.file and
+                                  s.setlists else ""), "warning", s.file))
+        if grave == "warning":
+            for p in sp:
+                p["message"] += " (no setlist plays this song)"
+            sw, sp = sp + sw, []
         problems.extend(sp)
         warnings.extend(sw)
         out_songs.append({
             "number": s.index + 1, "title": s.title, "after": s.after, "line": s.line,
+            "file": s.file, "setlists": s.setlists,
             "frames": s.frames, "duration_s": round(s.frames / rate, 3),
             "duration": fmt_duration(s.frames / rate), "clipped": s.clipped,
             "peak_dbfs": _dbfs(max(s.peaks)) if s.peaks else None,
@@ -320,12 +374,31 @@ def build_report(cfg: Config, songs: list[SongFacts], device: DeviceFacts,
         "playable": not problems,
         "device": dev_out,
         "songs": out_songs,
+        "setlists": _setlist_summary(cfg, out_songs),
         "total_duration_s": round(total / rate, 3),
         "total_duration": fmt_duration(total / rate),
         "cache_dir": str(cfg.cache_dir),
         "problems": problems,
         "warnings": warnings,
     }
+
+
+def _setlist_summary(cfg: Config, songs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line's worth per setlist checked: songs, total length, problems."""
+    out = []
+    rate = cfg.device.rate
+    for name in cfg.setlists:
+        mine = [s for s in songs if any(w.startswith(f"{name} #") for w in s["setlists"])]
+        if not mine:
+            continue
+        count = sum(sum(w.startswith(f"{name} #") for w in s["setlists"]) for s in mine)
+        frames = sum(s["frames"] * sum(w.startswith(f"{name} #") for w in s["setlists"])
+                     for s in mine)
+        out.append({"name": name, "songs": count, "duration_s": round(frames / rate, 3),
+                    "duration": fmt_duration(frames / rate),
+                    "problems": sum(len(s["problems"]) for s in mine),
+                    "in_use": name == cfg.setlist})
+    return out
 
 
 def _device_verdict(cfg: Config, d: DeviceFacts, at: dict[str, int], problems: list,
@@ -395,7 +468,12 @@ def format_report(report: dict[str, Any]) -> tuple[str, str]:
     lines.append(f"  {dev['message']}")
     for s in report["songs"]:
         lines.append("")
-        lines.append(f"song {s['number']}: {s['title']}  {s['duration']}  (after: {s['after']})")
+        plays = f"  [{', '.join(s['setlists'])}]" if s.get("setlists") else \
+            ("  [in no setlist]" if s.get("setlists") is not None else "")
+        lines.append(f"song {s['number']}: {s['title']}  {s['duration']}  (after: {s['after']})"
+                     f"{plays}")
+        if s.get("file"):
+            lines.append(f"  {s['file']}")
         for st in s["stems"]:
             f = Path(st["file"])
             try:
@@ -423,6 +501,10 @@ def format_report(report: dict[str, Any]) -> tuple[str, str]:
         lines.append(f"  {level}{clip}")
     lines.append("")
     lines.append(f"{len(report['songs'])} song(s), {report['total_duration']} in all")
+    for sl in report.get("setlists", ()):
+        mark = " (in use)" if sl["in_use"] else ""
+        lines.append(f"setlist {sl['name']}{mark}: {sl['songs']} songs, {sl['duration']}, "
+                     f"{sl['problems'] or 'no'} problem{'s' if sl['problems'] != 1 else ''}")
     err = []
     if report["warnings"]:
         err.append(f"{len(report['warnings'])} warning(s):")
@@ -478,12 +560,15 @@ def peer_key_problem(cfg: Config) -> str | None:
     return None
 
 
-def run_check(cfg: Config, probe_device_too: bool = True, progress=None) -> dict[str, Any]:
+def run_check(cfg: Config, probe_device_too: bool = True, progress=None,
+              setlist: str | None = None) -> dict[str, Any]:
+    """The whole library and every setlist, or one setlist's songs (`setlist`)."""
     songs = []
-    for i in range(len(cfg.songs)):
+    todo = songs_to_check(cfg, setlist)
+    for i, what in enumerate(todo):
         if progress:
-            progress(i, cfg.songs[i].title)
-        songs.append(inspect_song(cfg, i))
+            progress(i, len(todo), what.song.title)
+        songs.append(inspect_song(cfg, i, what=what))
     if probe_device_too:
         device = probe_device(cfg.device)
     else:
@@ -494,7 +579,8 @@ def run_check(cfg: Config, probe_device_too: bool = True, progress=None) -> dict
     return build_report(cfg, songs, device, device_lines(cfg.path), peer_key_problem(cfg))
 
 
-def main(config: str, as_json: bool = False, probe_device: bool = True) -> int:
+def main(config: str, as_json: bool = False, probe_device: bool = True,
+         setlist: str | None = None) -> int:
     try:
         cfg = load(config)
     except ConfigError as exc:
@@ -502,13 +588,16 @@ def main(config: str, as_json: bool = False, probe_device: bool = True) -> int:
             raise  # the CLI prints config problems the same way for every command
         _emit(json.dumps(config_error_report(config, exc), indent=2) + "\n")
         return 1
+    if setlist is not None and setlist not in cfg.setlists:
+        raise UserError(f"there is no setlist '{setlist}' in {cfg.path}; setlists: "
+                        f"{', '.join(cfg.setlists)}")
     tty = not as_json and sys.stderr.isatty()
 
-    def progress(i: int, title: str) -> None:
-        print(f"\rchecking song {i + 1}/{len(cfg.songs)}: {title[:40]:<40}", end="",
+    def progress(i: int, n: int, title: str) -> None:
+        print(f"\rchecking song {i + 1}/{n}: {title[:40]:<40}", end="",
               file=sys.stderr, flush=True)
 
-    report = run_check(cfg, probe_device, progress if tty else None)
+    report = run_check(cfg, probe_device, progress if tty else None, setlist)
     if tty:
         print("\r" + " " * 70 + "\r", end="", file=sys.stderr, flush=True)
     if as_json:

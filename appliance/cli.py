@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", required=True, metavar="FILE")
     check.add_argument("--json", action="store_true", help="machine-readable report")
     check.add_argument("--no-device", action="store_true", help="do not probe the sound card")
+    check.add_argument("--setlist", default=None, metavar="NAME",
+                       help="only this setlist's songs (default: every setlist and the library)")
 
     render = sub.add_parser("render", help="write what `run` would play to a WAV file")
     render.add_argument("--config", required=True, metavar="FILE")
@@ -60,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run(args.config)
         if args.command == "check":
             from .check import main as check_main
-            return check_main(args.config, as_json=args.json, probe_device=not args.no_device)
+            return check_main(args.config, as_json=args.json, probe_device=not args.no_device,
+                              setlist=args.setlist)
         if args.command == "render":
             from .render import main as render_main
             return render_main(args.config, args.song, args.out)

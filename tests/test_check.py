@@ -239,7 +239,8 @@ def facts_for(cfg_path: Path) -> tuple:
                            file_rate=RATE, frames=RATE)
                  for j, s in enumerate(song.stems)]
         songs.append(SongFacts(index=i, title=song.title, after=song.after, line=song.line,
-                               stems=stems, frames=RATE, peaks=[0.5] * cfg.device.channels))
+                               stems=stems, frames=RATE, peaks=[0.5] * cfg.device.channels,
+                               key=f"songs[{i}]", setlists=[f"all #{i + 1}"]))
     return cfg, songs
 
 

@@ -250,3 +250,35 @@ def test_sighup_picks_up_library_changes_between_songs(jack_audio, tmp_path):
         wait_for(lambda: "reload rejected" in d.log(), 5, "the reload refused")
         assert f"{new / 'song.yaml'}:3: stems[0].to: no output named 'drums'" in d.log()
         assert d.status()["songs"] == 2
+
+
+def test_check_covers_the_library_and_sums_up_each_setlist(tmp_path, capsys):
+    """check opens every song of the library: a stem missing from a song no setlist plays
+    is a warning with that song file's path; one a setlist plays is an error; each
+    setlist gets one line (songs, length, problems); --setlist narrows it."""
+    import numpy as np
+    import soundfile as sf
+
+    from appliance.cli import main
+    for name, secs in (("one", 1.0), ("two", 2.0), ("spare", 1.0)):
+        d = tmp_path / "songs" / name
+        song(tmp_path, name, f"title: {name.title()}\nstems:\n  - {{file: c.wav, to: click}}\n"
+             "  - {file: missing.wav, to: cues}\n" if name == "spare" else
+             f"title: {name.title()}\nstems:\n  - {{file: c.wav, to: click}}\n")
+        sf.write(str(d / "c.wav"), np.full(int(secs * 48000), 0.1, np.float32), 48000)
+    cfg = show(tmp_path, "library: songs\nsetlists:\n  a: [One, Two, One]\n  b: [Two]\n")
+    assert main(["check", "--config", str(cfg), "--no-device"]) == 0
+    out, err = capsys.readouterr()
+    assert "setlist a (in use): 3 songs, 0:04.0, no problems" in out
+    assert "setlist b: 1 songs, 0:02.0, no problems" in out
+    assert "[in no setlist]" in out and "[a #1, a #3]" in out
+    spare = tmp_path / "songs" / "spare" / "song.yaml"
+    assert f"{spare}:4: stems[1].file:" in err and "no setlist plays this song" in err
+    (tmp_path / "songs" / "two" / "c.wav").unlink()
+    assert main(["check", "--config", str(cfg), "--no-device", "--setlist", "b"]) == 1
+    out, err = capsys.readouterr()
+    assert "setlist b: 1 songs" in out and "setlist a" not in out and "Spare" not in out
+    two = tmp_path / "songs" / "two" / "song.yaml"
+    assert f"{two}:3: stems[0].file:" in err and "file not found" in err
+    assert main(["check", "--config", str(cfg), "--no-device", "--setlist", "c"]) == 1
+    assert "there is no setlist 'c'" in capsys.readouterr().err

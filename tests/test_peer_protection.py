@@ -167,3 +167,24 @@ def test_reporter_holds_a_change_before_saying_it():
     assert r.update(["key mismatch: 5 messages"], 3001)       # same cause, counts moved on
     assert r.protected is False and r.why_not == ["key mismatch: 5 messages"]
     assert [p for _t, p in r.changes] == [False, True, False]
+
+
+def test_a_stall_is_remembered_for_five_minutes():
+    """One 30 ms silence of a live leader (a stalled host or switch) keeps the timeout at
+    twice that for five minutes of a quiet link, then the floor comes back."""
+    d = detector()
+    t = 0.0
+    for _ in range(5000):                      # 10 s quiet
+        t += 2 * MS
+        d.heard(int(t))
+    assert d.timeout_ns == 10 * MS
+    t += 30 * MS                               # the stall
+    d.heard(int(t))
+    for _ in range(int(290_000 / 2)):          # 4 min 50 s quiet
+        t += 2 * MS
+        d.heard(int(t))
+    assert d.timeout_ns >= 60 * MS
+    for _ in range(int(20_000 / 2)):           # past five minutes
+        t += 2 * MS
+        d.heard(int(t))
+    assert d.timeout_ns == 10 * MS

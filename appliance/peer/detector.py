@@ -15,9 +15,10 @@ detector does (Hayashibara et al., 2004; Akka and Cassandra use it):
   held). Solved once for t: the timeout is mean + z * deviation;
 - a normal law underrates runs of lost packets (a gap is a whole number of heartbeats
   plus jitter) and rare stalls (a switch, a busy host), so the timeout is never below
-  `guard` (2) times the longest gap of the last `memory_s` (60 s, kept as one maximum per
-  second): a link that lost four heartbeats in a row within the last minute is not
-  trusted to lose fewer;
+  `guard` (2) times the longest gap of the last `memory_s` (5 minutes, kept as one
+  maximum per second): a link (or a host) that lost four heartbeats in a row, or stalled,
+  within the last five minutes is not trusted to do less (a minute was the first choice;
+  the relay of the lossy-link bench reports stalls of the test host minutes apart);
 - and never below `floor_ns` (scheduling on the two units, which the window may not have
   caught yet) nor above `ceiling_ns` (a leader must be replaced within a bar, however bad
   the link).
@@ -32,7 +33,7 @@ from collections import deque
 from statistics import NormalDist
 
 WINDOW = 4096
-MEMORY_S = 60          # how long the longest gap is remembered (the guard)
+MEMORY_S = 300         # how long the longest gap is remembered (the guard)
 MIN_GAPS = 16          # fewer gaps than this: no learned figure yet, the start-up timeout holds
 MIN_STD_NS = 250_000   # a perfectly regular link still has this much scheduling noise
 

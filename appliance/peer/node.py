@@ -538,7 +538,7 @@ class PeerNode(Worker):
                     why = (f": leader silent {(time.monotonic_ns() - self.leader_seen_ns) / 1e6:.1f}"
                            f" ms, timeout {self.roles.timeout_ns / 1e6:.1f} ms (gaps: mean "
                            f"{d['gap_mean_ms']} ms, sd {d['gap_std_ms']} ms, longest "
-                           f"{d['gap_max_ms']} ms in the last minute)")
+                           f"{d['gap_max_ms']} ms in the last 5 minutes)")
                 log.warning("taking over as leader (term %d)%s", self.roles.term, why)
                 self.failing_reason = ""
                 self._carry_on(time.monotonic_ns())

@@ -1,7 +1,7 @@
 """What a control can ask for: the one list of actions and commands, and their parsing.
 
 Every control names the same actions (a footswitch's `press: next`, a MIDI mapping's
-`action: "goto 3"`, `backtrack ctl next`, `{"cmd": "next"}` on the socket, a COMMAND
+`action: "goto 3"`, `backtrack ctl goto Ballad`, `{"cmd": "next"}` on the socket, a COMMAND
 forwarded by a hot-standby follower, and later OSC and the web remote), so they are
 written down once, here, beside the transport that carries them out. Pure: no I/O.
 """
@@ -9,22 +9,28 @@ written down once, here, beside the transport that carries them out. Pure: no I/
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 TRANSPORT = ("play", "stop", "pause", "play_stop", "next", "prev")
 """Actions without an argument."""
 
-ACTIONS = (*TRANSPORT, "goto N", "setlist NAME")
+ACTIONS = (*TRANSPORT, "goto N", "goto TITLE", "setlist NAME")
 """How actions are written where a person types one (config, errors)."""
 
 COMMANDS = (*TRANSPORT, "goto", "setlist", "setlists", "status")
 """The control socket's and `backtrack ctl`'s verbs: the actions plus the queries."""
 
+SPELLED_COMMANDS = tuple({"goto": "goto N|TITLE", "setlist": "setlist NAME"}.get(c, c)
+                         for c in COMMANDS)
+"""COMMANDS as `ctl`'s help and every 'unknown command' error show them, with arguments."""
+
 
 @dataclass(frozen=True)
 class Action:
     """A command a control can name: `play`, `next`, `goto 3` (song numbers from 1),
-    `setlist friday` (choose a setlist while stopped or cued)."""
+    `goto Ballad` (a title of the setlist in use, resolved by `resolve_goto` where the
+    setlist is known), `setlist friday` (choose a setlist while stopped or cued)."""
 
     name: str
     arg: int | str | None = None
@@ -33,18 +39,27 @@ class Action:
         return self.name if self.arg is None else f"{self.name} {self.arg}"
 
 
-_GOTO = re.compile(r"^goto\s+(\d+)$")
+_GOTO = re.compile(r"^goto\s+(\S.*)$")
 _SETLIST = re.compile(r"^setlist\s+(\S.*)$")
+_NUMBER = re.compile(r"[0-9]+")
 
 
-def parse_action(text: str) -> Action | None:
-    """`None` when the text is not an action (the caller reports it with its location)."""
+def parse_action(text: str, titles: bool = False) -> Action | None:
+    """`None` when the text is not an action (the caller reports it with its location).
+
+    `goto TITLE` only with `titles`: a caller must be able to resolve or check a title
+    before it accepts one (the config checks song numbers against the setlists). Digits
+    are always a song number, so `str(action)` parses back to the same action, which the
+    hot-standby wire and its de-duplication rely on."""
     text = text.strip()
     if text in TRANSPORT:
         return Action(text)
     m = _GOTO.match(text)
     if m:
-        return Action("goto", int(m.group(1)))
+        target = m.group(1).strip()
+        if _NUMBER.fullmatch(target):
+            return Action("goto", int(target))
+        return Action("goto", target) if titles else None
     m = _SETLIST.match(text)
     if m:
         return Action("setlist", m.group(1).strip())
@@ -52,17 +67,23 @@ def parse_action(text: str) -> Action | None:
 
 
 def request_action(req: dict) -> tuple[Action | None, str]:
-    """A control-socket request -> an Action, or an error message naming what is valid."""
+    """A control-socket request -> an Action, or an error message naming what is valid.
+    A goto may name a title (`{"cmd": "goto", "song": "Ballad"}`); the daemon resolves it
+    in the setlist in use (`resolve_goto`)."""
     cmd = str(req.get("cmd", "")).strip()
     if cmd.startswith("goto") and cmd != "goto":
-        action = parse_action(cmd)
+        action = parse_action(cmd, titles=True)
         if action is None:
-            return None, f"'{cmd}' is not valid; use goto N with N a song number"
+            return None, f"'{cmd[:40]}' is not valid; use goto N (a song number) or goto TITLE"
         return action, ""
     if cmd == "goto":
         song = req.get("song", req.get("arg"))
+        if isinstance(song, str) and song.strip():
+            song = song.strip()
+            return Action("goto", int(song) if _NUMBER.fullmatch(song) else song), ""
         if isinstance(song, bool) or not isinstance(song, int):
-            return None, 'goto needs a song number: {"cmd": "goto", "song": 3}'
+            return None, ('goto needs a song number or title: {"cmd": "goto", "song": 3} or '
+                          '{"cmd": "goto", "song": "Ballad"}')
         return Action("goto", song), ""
     if cmd == "setlist":
         name = req.get("name", req.get("arg"))
@@ -71,5 +92,36 @@ def request_action(req: dict) -> tuple[Action | None, str]:
         return Action("setlist", name.strip()), ""
     action = parse_action(cmd)
     if action is None:
-        return None, f"unknown command '{cmd[:40]}'; valid: {', '.join(COMMANDS)}"
+        return None, f"unknown command '{cmd[:40]}'; valid: {', '.join(SPELLED_COMMANDS)}"
     return action, ""
+
+
+def resolve_goto(action: Action, titles: Sequence[str]) -> tuple[Action | None, str]:
+    """`goto TITLE` -> `goto N` in the setlist whose song titles are `titles` (in order), or
+    an error naming what is there. Every other action comes back as it is.
+
+    Resolved by the daemon that receives the press, against the setlist it plays (both
+    units of a pair play one), so a title names a song of tonight's set and the transport
+    and the hot-standby wire only ever carry numbers. The title as
+    written first, then ignoring case (as a setlist names library songs); no prefixes: a
+    footswitch's `goto Ballad` must not start "Ballad II" because "Ballad" left the set."""
+    if action.name != "goto" or not isinstance(action.arg, str):
+        return action, ""
+    want = action.arg.strip()
+    hits = [i for i, t in enumerate(titles) if t == want]
+    if not hits:
+        hits = [i for i, t in enumerate(titles) if t.casefold() == want.casefold()]
+    if len(hits) == 1:
+        return Action("goto", hits[0] + 1), ""
+    if hits:
+        numbers = ", ".join(str(i + 1) for i in hits)
+        return None, (f"{len(hits)} songs are titled '{want}' (songs {numbers}); "
+                      "goto one by its number")
+    return None, f"no song titled '{want}' in the setlist in use; songs: {_numbered(titles)}"
+
+
+def _numbered(titles: Sequence[str], most: int = 12) -> str:
+    shown = [f"{i + 1} {t}" for i, t in enumerate(titles[:most])]
+    if len(titles) > most:
+        shown.append(f"... ({len(titles)} in all)")
+    return ", ".join(shown) or "none"

@@ -33,6 +33,7 @@ import numpy as np
 from .audio.formats import Converter
 from .audio.source import SongReader, cache_path, probe
 from .config import Config, ConfigError, Device, Problem, Song, load
+from .devices import quiet_stderr
 from .errors import UserError
 
 BLOCK = 65536
@@ -191,7 +192,7 @@ def probe_device(device: Device) -> DeviceFacts:
         return facts
     fmt = getattr(alsaaudio, f"PCM_FORMAT_{device.format}")
     try:
-        with _quiet_stderr():
+        with quiet_stderr():
             pcm = alsaaudio.PCM(type=alsaaudio.PCM_PLAYBACK, mode=alsaaudio.PCM_NONBLOCK,
                                 rate=device.rate, channels=device.channels, format=fmt,
                                 periodsize=device.period, periods=device.periods,
@@ -216,26 +217,6 @@ def probe_device(device: Device) -> DeviceFacts:
     if any(facts.got[k] != asked[k] for k in asked):
         facts.status = "mismatch"
     return facts
-
-
-class _quiet_stderr:
-    """libasound prints its own error lines to fd 2 ("ALSA lib confmisc.c:..."); the report
-    says the same thing in words, so they are swallowed while the device is opened."""
-
-    def __enter__(self) -> None:
-        try:
-            sys.stderr.flush()
-            self._saved = os.dup(2)
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, 2)
-            os.close(null)
-        except OSError:
-            self._saved = None
-
-    def __exit__(self, *exc: object) -> None:
-        if self._saved is not None:
-            os.dup2(self._saved, 2)
-            os.close(self._saved)
 
 
 # -- the report (pure) ---------------------------------------------------------------------

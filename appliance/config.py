@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from . import library as library_mod
-from .actions import ACTIONS, Action, parse_action
+from .actions import ACTIONS, Action, parse_action, resolve_goto
 from .songfile import AFTER, MidiMessage, Song, Stem, read_song, resolve, route
 from .yamlnodes import ConfigError, NodeReader, Problem, compose
 
@@ -454,13 +454,18 @@ def _action(r: NodeReader, node: yaml.Node | None, key: str, show: _Show) -> Act
     text = r.text(node, key)
     if text is None:
         return None
-    action = parse_action(text)
+    action = parse_action(text, titles=True)
     if action is None:
         r.error(node, key, f"unknown action '{text}'; valid: {', '.join(ACTIONS)}")
         return None
     nsongs = max((len(s) for s in show.setlists.values()), default=0)
-    if action.name == "goto" and not 1 <= int(action.arg or 0) <= max(nsongs, 1):
+    if action.name == "goto" and isinstance(action.arg, int) \
+            and not 1 <= action.arg <= max(nsongs, 1):
         r.error(node, key, f"there is no song {action.arg}; songs are numbered 1 to {nsongs}")
+        return None
+    if action.name == "goto" and isinstance(action.arg, str) and not any(
+            resolve_goto(action, [s.title for s in songs])[0] for songs in show.setlists.values()):
+        r.error(node, key, f"no setlist has a song titled '{action.arg}'")
         return None
     if action.name == "setlist" and action.arg not in show.setlists:
         r.error(node, key, f"there is no setlist '{action.arg}'; setlists: "

@@ -8,7 +8,7 @@ import socket
 import sys
 import time
 
-from .actions import COMMANDS
+from .actions import COMMANDS, SPELLED_COMMANDS, parse_action
 from .config import DEFAULT_SOCKET
 from .errors import UserError
 
@@ -49,15 +49,18 @@ def socket_path(arg: str | None) -> str:
 
 
 def words_to_request(words: list[str]) -> dict:
+    """`ctl`'s words -> a socket request. `goto` takes a number or a title, quoted or not
+    (`goto Two Hearts` is the title "Two Hearts"); the daemon resolves a title in the
+    setlist in use, so a typo comes back naming the songs there."""
     verb = words[0]
     if verb not in COMMANDS:
-        shown = {"goto": "goto N", "setlist": "setlist NAME"}
-        raise UserError(f"unknown command '{verb}'; valid: "
-                        f"{', '.join(shown.get(c, c) for c in COMMANDS)}")
+        raise UserError(f"unknown command '{verb}'; valid: {', '.join(SPELLED_COMMANDS)}")
     if verb == "goto":
-        if len(words) != 2 or not words[1].isdigit():
-            raise UserError("goto needs a song number: backtrack ctl goto 3")
-        return {"cmd": "goto", "song": int(words[1])}
+        action = parse_action(" ".join(words), titles=True) if len(words) > 1 else None
+        if action is None:
+            raise UserError('goto needs a song number or title: backtrack ctl goto 3, '
+                            'backtrack ctl goto "Ballad"')
+        return {"cmd": "goto", "song": action.arg}
     if verb == "setlist":
         if len(words) < 2:
             raise UserError("setlist needs a name: backtrack ctl setlist friday "

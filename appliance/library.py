@@ -24,6 +24,7 @@ from .songfile import AFTER, Song, read_song
 from .yamlnodes import NodeReader, Problem, compose
 
 SONG_FILE = "song.yaml"
+SETLIST_NAME_MAX = 100  # "setlist NAME" fits a COMMAND (peer.wire.ACTION_MAX, 128 bytes)
 IMPLICIT = "all"  # the setlist of a show file that writes none: every song, in order
 _SKIP_DIRS = {".backtrack-cache", "__pycache__"}
 
@@ -116,6 +117,10 @@ def read_setlists(r: NodeReader, node: yaml.Node | None, library: Library
         key = f"setlists.{name}"
         if name in out:
             r.error(knode, key, "appears twice")
+            continue
+        if len(name.encode()) > SETLIST_NAME_MAX or not name.strip():
+            r.error(knode, key, f"a setlist name is 1 to {SETLIST_NAME_MAX} bytes (it travels "
+                    "between the units of a pair in `setlist NAME`)")
             continue
         items = r.sequence(vnode, key)
         if items is None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import config as config_mod
 from . import systemd
-from .actions import Action, request_action
+from .actions import Action, request_action, resolve_goto
 from .audio.engine import Engine
 from .config import Config, ConfigError
 from .controls.socket import ControlServer
@@ -45,6 +45,7 @@ def status_dict(engine: Engine, role: str = "leader", peer: dict | str = "none")
         "xruns": s.underruns,
         "role": role,
         "peer": peer,
+        "writer": engine.writer.work_stats(),
     })
     for k in ("frame", "seconds", "duration", "underruns"):
         d.pop(k, None)
@@ -68,6 +69,15 @@ class Daemon:
         follower routes it through the leader here, and the leader acts once on a press
         that reaches it twice (a MIDI thru box feeding both units)."""
         log.info("%s: %s", source, action)
+        if action.name == "goto" and isinstance(action.arg, str):
+            # a title becomes its number here: the setlists of a pair are the same, and only
+            # numbers need to travel to the leader
+            with self.engine.lock:
+                titles = [s.title for s in self.engine.cfg.songs]
+            resolved, err = resolve_goto(action, titles)
+            if resolved is None:
+                return False, err
+            action = resolved
         if self.peer is not None:
             forwarded = self.peer.act(action, source)
             if forwarded is not None:

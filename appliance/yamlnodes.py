@@ -4,10 +4,17 @@ PyYAML's `safe_load` throws away line numbers, and a band member fixing a show f
 soundcheck needs "line 14, songs[2].stems[0].to" rather than a traceback. So the config is
 composed into nodes (which keep their marks) and read through `NodeReader`, which collects
 every problem instead of stopping at the first one.
+
+PyYAML reads YAML 1.1, whose plain scalars hold traps a person cannot see: `3:45` is the
+number 225 (base 60), `010` is 8 (octal), `yes`/`on` are true. The reader undoes them by
+the kind of value a key expects: a text key reads exactly what was written (`title: 3:45`
+is "3:45"); a number key refuses a spelling YAML reads differently from how it looks
+(`period: 010`), saying what to write; a true/false key takes only true or false.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,13 +132,17 @@ class NodeReader:
              choices: Iterable[str] | None = None) -> Any:
         if node is None:
             return self._default(default, key)
-        value = self._scalar(node, key)
-        if value is _MISSING:
-            return None
-        if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
-            self.error(node, key, f"expected text, got {type_name(node)}")
-            return None
-        value = str(value)
+        if isinstance(node, yaml.ScalarNode) and node.tag in _WRITTEN_AS_TEXT:
+            # a text key means the characters typed, whatever YAML 1.1 would make of them
+            value = node.value
+        else:
+            value = self._scalar(node, key)
+            if value is _MISSING:
+                return None
+            if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
+                self.error(node, key, f"expected text, got {type_name(node)}")
+                return None
+            value = str(value)
         if choices is not None:
             choices = list(choices)
             if value not in choices:
@@ -143,6 +154,8 @@ class NodeReader:
                 default: Any = _MISSING, choices: Iterable[int] | None = None) -> Any:
         if node is None:
             return self._default(default, key)
+        if self._number_trap(node, key):
+            return None
         value = self._scalar(node, key)
         if value is _MISSING:
             return None
@@ -164,6 +177,8 @@ class NodeReader:
                default: Any = _MISSING) -> Any:
         if node is None:
             return self._default(default, key)
+        if self._number_trap(node, key):
+            return None
         value = self._scalar(node, key)
         if value is _MISSING:
             return None
@@ -178,6 +193,12 @@ class NodeReader:
     def boolean(self, node: yaml.Node | None, key: str, default: Any = _MISSING) -> Any:
         if node is None:
             return self._default(default, key)
+        if _is_plain(node) and node.tag == _BOOL and node.value.lower() not in ("true", "false"):
+            # yes/no/on/off are booleans in YAML 1.1 only: one spelling, read the same by
+            # every tool and every reader of the file
+            self.error(node, key, f"`{node.value}` means true or false only to some YAML "
+                                  "readers: write true or false")
+            return None
         value = self._scalar(node, key)
         if value is _MISSING:
             return None
@@ -186,10 +207,65 @@ class NodeReader:
             return None
         return value
 
+    def _number_trap(self, node: yaml.Node, key: str) -> bool:
+        """Report a plain scalar YAML 1.1 reads as another number than it looks (or as text
+        where a number was plainly meant); True when reported. The number is refused, not
+        guessed: `010` may mean ten or eight, `3:45` a time or a typo."""
+        if not _is_plain(node):
+            return False
+        what = _misread_number(node)
+        if what is None:
+            return False
+        self.error(node, key, what)
+        return True
+
     def _default(self, default: Any, key: str) -> Any:
         if default is _MISSING:
             return None
         return default
+
+
+_TAG = "tag:yaml.org,2002:"
+_INT, _FLOAT, _BOOL = _TAG + "int", _TAG + "float", _TAG + "bool"
+_WRITTEN_AS_TEXT = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "timestamp"))
+"""Tags whose scalars a text key reads as written: YAML's implicit readings of plain text
+(null stays "nothing": `name: null` must be quoted, and the message says so)."""
+
+_SEXAGESIMAL = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
+_LEADING_ZERO = re.compile(r"([-+]?)0+([0-9][0-9_]*)")
+_RADIX = re.compile(r"[-+]?0([xXbBoO])([0-9a-fA-F_]+)")
+_RADIX_NAME = {"x": "hexadecimal", "b": "binary", "o": "octal"}
+
+
+def _is_plain(node: yaml.Node) -> bool:
+    """Unquoted: the only scalars YAML resolves (libyaml reports the style as '', PyYAML's
+    pure-Python parser as None)."""
+    return isinstance(node, yaml.ScalarNode) and not node.style
+
+
+def _misread_number(node: yaml.ScalarNode) -> str | None:
+    """What is wrong with a number written this way, or None when it reads as it looks."""
+    text = node.value
+    if node.tag in (_INT, _FLOAT) and _SEXAGESIMAL.fullmatch(text):
+        value = _CONSTRUCTOR.construct_object(node)
+        return (f"`{text}` would be read as {value} (base 60, YAML 1.1): "
+                f"write {value} if that is meant")
+    m = _LEADING_ZERO.fullmatch(text)
+    if m:
+        meant = m.group(1).lstrip("+") + m.group(2).replace("_", "")
+        if node.tag == _INT:
+            value = _CONSTRUCTOR.construct_object(node)
+            return f"`{text}` would be read as {value} (octal): write {meant}"
+        return f"`{text}` starts with 0, which YAML reads as octal or as text: write {meant}"
+    m = _RADIX.fullmatch(text)
+    if m:
+        try:
+            value = int(text.replace("_", ""), 0)
+        except ValueError:
+            return None
+        name = _RADIX_NAME[m.group(1).lower()]
+        return f"`{text}` is {value} written in {name}: write {value}"
+    return None
 
 
 _CONSTRUCTOR = yaml.SafeLoader("")

@@ -147,8 +147,11 @@ def test_stale_socket_file_is_replaced(tmp_path):
     ({"cmd": "goto 3"}, "goto 3"),
     ({"cmd": "goto", "song": 2}, "goto 2"),
     ({"cmd": "play_stop"}, "play_stop"),
-    ({"cmd": "goto", "song": "two"}, None),
-    ({"cmd": "goto x"}, None),
+    ({"cmd": "goto", "song": "Two"}, "goto Two"),  # a title: the daemon resolves it
+    ({"cmd": "goto x"}, "goto x"),
+    ({"cmd": "goto", "song": ""}, None),
+    ({"cmd": "goto", "song": 2.5}, None),
+    ({"cmd": "goto"}, None),
     ({"cmd": "rewind"}, None),
 ])
 def test_request_action(req, expect):

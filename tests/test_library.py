@@ -145,6 +145,11 @@ def test_setlist_action_in_controls_and_on_the_socket(tmp_path):
     with pytest.raises(config.ConfigError) as e:
         config.load(show(tmp_path, base + "footswitches: [{pin: 17, press: setlist z}]\n"))
     assert "there is no setlist 'z'; setlists: x, y" in e.value.problems[0].message
+    cfg = config.load(show(tmp_path, base + "footswitches: [{pin: 17, press: goto s}]\n"))
+    assert cfg.footswitches[0].press == Action("goto", "s")  # resolved when pressed
+    with pytest.raises(config.ConfigError) as e:
+        config.load(show(tmp_path, base + "footswitches: [{pin: 17, press: goto Nope}]\n"))
+    assert "no setlist has a song titled 'Nope'" in e.value.problems[0].message
 
 
 def wait_song(d: DaemonProcess, state: str, setlist: str, song: int) -> dict:
@@ -178,8 +183,16 @@ def test_daemon_plays_setlist_b_second_song_and_keeps_the_choice(jack_audio, tmp
         d.ctl("next")
         wait_song(d, "playing", "b", 2)
         time.sleep(1.0)
+        w = d.status()["writer"]  # the writer's own cost per period, well inside a period
+        assert w["periods"] > 100 and 0 < w["p50_us"] <= w["p99_us"] <= w["max_us"]
+        assert w["p50_us"] < 256 / RATE * 1e6
         d.ctl("stop")
         time.sleep(0.3)
+        # goto by title, in the setlist in use (case ignored as a setlist does)
+        reply = d.ctl({"cmd": "goto", "song": "song 3"})
+        assert reply["ok"] and (reply["state"]["song"], reply["state"]["title"]) == (1, "Song 3")
+        miss = d.ctl({"cmd": "goto", "song": "Song 2"})  # in setlist a only
+        assert not miss["ok"] and "no song titled 'Song 2'" in miss["error"]
     rec = jack_audio.stop()
     with judged(rec):
         first = find_song_start(rec.audio, show_.expected(2)[:64])

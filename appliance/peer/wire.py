@@ -51,7 +51,7 @@ MAGIC = b"BTK"
 VERSION = 1
 MAC_LEN = 16
 MIN_KEY_LEN = 16
-ACTION_MAX = 32  # bytes of UTF-8 in a COMMAND action ("goto 120" needs 8)
+ACTION_MAX = 128  # bytes of UTF-8 in a COMMAND action ("goto 120", "setlist friday late")
 REASON_MAX = 64  # bytes of UTF-8 in a FAILING reason (longer reasons are cut, not refused)
 
 # STATE.state values (the transport's states, as numbers on the wire)

@@ -73,6 +73,7 @@ def aplay_cmd(wav: Path, pcm: str, period: int = 256, periods: int = 3) -> list[
 def bench_cpu(rounds: int, seconds: float) -> None:
     ja = start_jack_audio(seconds=rounds * 2 * (seconds + 3) + 30)
     rows = {"daemon": [], "aplay": []}
+    work: list[dict] = []
     try:
         with tempfile.TemporaryDirectory() as d:
             show = make_set(Path(d), seconds=seconds + 5, after="stop")
@@ -88,6 +89,7 @@ def bench_cpu(rounds: int, seconds: float) -> None:
                     time.sleep(seconds)
                     c1, t1 = proc_cpu_s(dmn.proc.pid), time.monotonic()
                     rows["daemon"].append(100 * (c1 - c0) / (t1 - t0))
+                    work.append(dmn.status().get("writer", {}))
                 p = subprocess.Popen(aplay_cmd(wav, "backtrack_test"), env=ja.environ())
                 time.sleep(0.5)
                 c0, t0 = proc_cpu_s(p.pid), time.monotonic()
@@ -105,6 +107,12 @@ def bench_cpu(rounds: int, seconds: float) -> None:
     print(f"  aplay   median {a:6.2f} % of a core  worst {max(rows['aplay']):6.2f} % "
           "(premixed render, same PCM)")
     print(f"  ratio daemon/aplay (medians) {d / a:5.2f}x")
+    work = [w for w in work if w.get("periods")]
+    if work:  # the writer's own figure: device has room -> write returned, per period
+        print(f"  writer per-period cost (last {work[0]['periods']} periods of each round): "
+              f"p50 {np.median([w['p50_us'] for w in work]):.1f} us  "
+              f"p99 {max(w['p99_us'] for w in work):.1f} us  "
+              f"max {max(w['max_us'] for w in work):.1f} us (period 256 = 5333 us)")
 
 
 HOG = "import os\nwhile True:\n    pass\n"
@@ -138,6 +146,11 @@ def bench_underruns(minutes: float, period: int = 128, periods: int = 3) -> None
     print(f"  ALSA underruns (xruns) {st['xruns']}   decoder late (starved periods) "
           f"{st['starved']}   recorder missed JACK cycles {rec.missed_cycles()}   "
           f"writer: {st['realtime']}")
+    w = st.get("writer", {})
+    if w.get("periods"):
+        print(f"  writer per-period cost, last {w['periods']} periods under the hogs: "
+              f"p50 {w['p50_us']:.1f} us  p99 {w['p99_us']:.1f} us  max {w['max_us']:.1f} us "
+              f"(period {period} = {period / RATE * 1e6:.0f} us)")
 
 
 def bench_rss(songs: int = 20) -> None:

@@ -29,6 +29,7 @@ from .sink import AlsaSink, DeviceError, DeviceLost
 
 REOPEN_EVERY_S = 0.5
 HISTORY = 512
+WORK_HISTORY = 8192  # periods of per-period cost kept (about 22 s at 128 frames, 48 kHz)
 
 
 class Slot:
@@ -92,6 +93,11 @@ class Writer(Worker):
         self.periods_done = 0
         self.written = 0            # device frames handed to ALSA (or paced while lost)
         self.last_progress_ns = time.monotonic_ns()
+        # What one period costs the writer (from the device having room to the write
+        # returning): the figure the wave-2 pipeline (jumps, loops, click, live mix) must
+        # keep small. A preallocated ring, written once per period; read by `work_stats`.
+        self.work_ns = np.zeros(WORK_HISTORY, np.int64)
+        self.works = 0
         # fades
         self.fade_frames = max(1, fade_frames)
         ramp = np.linspace(0.0, 1.0, self.fade_frames + 1, dtype=np.float32)[1:]
@@ -223,6 +229,8 @@ class Writer(Worker):
                     data = self._render_period()
                     under = self.sink.underruns
                     self.sink.write(data, self.period)
+                    self.work_ns[self.works % WORK_HISTORY] = time.monotonic_ns() - t_space
+                    self.works += 1
                     if self.sink.underruns != under:
                         self.clock_epoch += 1
                         self._news()
@@ -291,6 +299,17 @@ class Writer(Worker):
                 and self.sink.buffer_frames >= 3 * self.period:
             return 2 * self.period
         return self.period
+
+    def work_stats(self) -> dict[str, float]:
+        """The writer's per-period cost over its last WORK_HISTORY periods, in microseconds
+        (for status and bench/playback.py; computed here, off the real-time thread)."""
+        n = min(self.works, WORK_HISTORY)
+        if n == 0:
+            return {"periods": 0}
+        w = np.sort(self.work_ns[:n]) / 1000.0
+        return {"periods": int(n), "p50_us": round(float(w[n // 2]), 1),
+                "p99_us": round(float(w[min(n - 1, (99 * n) // 100)]), 1),
+                "max_us": round(float(w[-1]), 1)}
 
     def clock_samples(self, since: int) -> tuple[list[tuple[int, int]], int]:
         """Samples recorded after counter `since` (at most HISTORY - 8: the writer may be

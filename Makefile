@@ -10,7 +10,7 @@ APT_PACKAGES := libasound2-dev libsystemd-dev pkg-config jackd2 libasound2-plugi
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: deps venv demo test lint bench clean
+.PHONY: deps venv demo test lint bench lock clean
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
@@ -43,6 +43,12 @@ lint: venv
 
 bench: venv
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# deploy/constraints.txt: the versions the box installs (deploy/install.sh -c), rewritten
+# from this venv's runtime dependencies (not the test tools). Upgrade the venv, run the
+# tests, then `make lock` and commit; deploy/README.md, "Pinned packages".
+lock: venv
+	$(BIN)/python deploy/lock.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .devices import midi_ports_main
             return midi_ports_main(args.api)
         if args.command == "demo":
-            from .demo import main as demo_main
+            from .devtools.demo import main as demo_main
             return demo_main(args.dir, args.device, args.seconds)
     except ConfigError as exc:
         print(f"backtrack: the config has {len(exc.problems)} problem(s):", file=sys.stderr)

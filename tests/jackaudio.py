@@ -97,7 +97,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.virtualcard import (  # noqa: F401 - re-exported for the tests
+from appliance.devtools.virtualcard import (  # noqa: F401 - re-exported for the tests
     DEFAULT_PCM,
     JackError,
     JackServer,

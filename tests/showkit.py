@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from appliance.virtualcard import _die_with_parent_preexec
+from appliance.devtools.virtualcard import _die_with_parent_preexec
 
 RATE = 48000
 # stem name -> (output name, channels of the file)

@@ -24,7 +24,7 @@ import time
 import numpy as np
 import pytest
 
-from appliance.virtualcard import JACK_TMPDIR
+from appliance.devtools.virtualcard import JACK_TMPDIR
 from tests.jackaudio import JackServer, Recorder, Recording, jack_registry_servers, judged
 from tests.showkit import trace
 

@@ -10,30 +10,29 @@ delay) runs exactly as on the Pi. The live status line is the same as `backtrack
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sys
 import time
 from pathlib import Path
 
-from .config import load
-from .ctl import Client, status_line
+from ..config import load
+from ..ctl import Client, status_line
+from ..errors import UserError
 from .demoset import write_demo_set
-from .errors import UserError
 
 
 def first_card() -> str | None:
-    """`plughw:CARD=<id>,DEV=0` of the first ALSA card, or None without one."""
+    """`plughw:CARD=<id>,DEV=0` of the first ALSA card (pyalsaaudio's list), or None."""
     try:
-        text = Path("/proc/asound/cards").read_text()
-    except OSError:
+        import alsaaudio
+        ids = alsaaudio.cards()
+    except Exception:  # noqa: BLE001 - no ALSA at all: the virtual card will do
         return None
-    m = re.search(r"^\s*\d+\s+\[(\w+)\s*\]", text, re.M)
-    return f"plughw:CARD={m.group(1)},DEV=0" if m else None
+    return f"plughw:CARD={ids[0]},DEV=0" if ids else None
 
 
 def main(folder: str | None, device: str | None, seconds: float | None) -> int:
-    from .service import Daemon, setup_logging
+    from ..service import Daemon, setup_logging
 
     setup_logging()
     out = Path(folder or "demo-set").absolute()

@@ -201,7 +201,7 @@ def write_alsa_config(
         raise ValueError(f"{len(ports)} ports for {channels} channels")
     inner = "bt_jack"
     lines = [
-        f"# written by appliance/virtualcard.py: {channels} channels into JACK",
+        f"# written by appliance/devtools/virtualcard.py: {channels} channels into JACK",
         f"pcm.{pcm} {{",
         "    type plug",
         f'    slave.pcm "{inner}"',

@@ -56,7 +56,7 @@ PAYLOADS = [
     Ping(t1=0),
     Pong(t1=1, t2=I64[0], t3=I64[1]),
     Command(press_id=U64, action="goto 3"),
-    Command(press_id=0, action="x" * 32),
+    Command(press_id=0, action="x" * wire.ACTION_MAX),
     Command(press_id=5, action="géza ♫ ok"),
     Failing(term=9, reason="USB device gone"),
     Failing(term=0, reason=""),
@@ -114,7 +114,7 @@ def test_failing_flag_and_long_reason_is_cut_on_a_character() -> None:
     LeaderState(term=0, leader=0, song=0, state=4, frame=0, t_ns=0, rate=0, setlist=0),
     LeaderState(term=0, leader=0, song=0, state=0, frame=2**63, t_ns=0, rate=0, setlist=0),
     Ping(t1=2**63),
-    Command(press_id=1, action="x" * 33),
+    Command(press_id=1, action="x" * (wire.ACTION_MAX + 1)),
     Command(press_id=1, action=""),
     Follower(term=0, lock_error_ns=0, locked=True, priority=-1),
 ], ids=repr)
@@ -179,10 +179,11 @@ def _signed(kind: Kind, body: bytes) -> bytes:
 @pytest.mark.parametrize("kind,body", [
     (Kind.STATE, bytes(14) + b"\x04" + bytes(28)),                      # state 4
     (Kind.FOLLOWER, bytes(16) + b"\x80" + bytes(2)),                     # unknown why_not bit
-    (Kind.COMMAND, bytes(8) + b"\x00" + bytes(32)),                      # empty action
-    (Kind.COMMAND, bytes(8) + b"\x21" + b"a" * 32),                      # length 33 > 32
-    (Kind.COMMAND, bytes(8) + b"\x01" + b"ab" + bytes(30)),              # junk in padding
-    (Kind.COMMAND, bytes(8) + b"\x02" + b"\xc3\x28" + bytes(30)),        # not UTF-8
+    (Kind.COMMAND, bytes(8) + b"\x00" + bytes(wire.ACTION_MAX)),         # empty action
+    (Kind.COMMAND, bytes(8) + bytes([wire.ACTION_MAX + 1])
+     + b"a" * wire.ACTION_MAX),                                          # length > the field
+    (Kind.COMMAND, bytes(8) + b"\x01" + b"ab" + bytes(wire.ACTION_MAX - 2)),  # junk in padding
+    (Kind.COMMAND, bytes(8) + b"\x02" + b"\xc3\x28" + bytes(wire.ACTION_MAX - 2)),  # not UTF-8
     (Kind.FAILING, bytes(8) + b"\x41" + bytes(64)),                      # length 65 > 64
     (Kind.FAILING, bytes(8) + b"\x01" + b"\xff" + bytes(63)),            # not UTF-8
 ])

@@ -18,7 +18,26 @@ from tests.showkit import DaemonProcess, Show  # noqa: E402
 
 RATE = 48000
 __all__ = ["JackAudio", "start_jack_audio", "DaemonProcess", "Show", "make_set", "pct", "row",
-           "proc_cpu_s", "proc_mem_mb", "rss_without_jack_mb"]
+           "proc_cpu_s", "proc_mem_mb", "rss_without_jack_mb", "CpuHogs"]
+
+HOG = "while True:\n    pass\n"
+
+
+class CpuHogs:
+    """`n` pure-Python busy loops at normal priority, one process each: a busy host (the
+    ordinary processes a real-time thread must win against). Stopped on exit."""
+
+    def __init__(self, n: int):
+        import subprocess
+        self.procs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(n)]
+
+    def __enter__(self) -> CpuHogs:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait()
 
 
 def make_set(folder: Path, songs: int = 1, seconds: float = 30.0, stems: int = 8,

@@ -13,6 +13,7 @@ Usage: python bench/playback.py [latency|cpu|underruns|rss ...] [--plays 60]
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from common import (
     RATE,
+    CpuHogs,
     DaemonProcess,
     make_set,
     proc_cpu_s,
@@ -115,21 +117,15 @@ def bench_cpu(rounds: int, seconds: float) -> None:
               f"max {max(w['max_us'] for w in work):.1f} us (period 256 = 5333 us)")
 
 
-HOG = "import os\nwhile True:\n    pass\n"
-
-
 def bench_underruns(minutes: float, period: int = 128, periods: int = 3) -> None:
     seconds = minutes * 60
     ja = start_jack_audio(period=period, seconds=seconds + 30)
-    hogs = []
+    nhogs = os.cpu_count() or 2
     try:
         with tempfile.TemporaryDirectory() as d:
             songs = max(1, int(seconds // 60) + 1)
             show = make_set(Path(d), songs=songs, seconds=61, period=period, periods=periods)
-            with DaemonProcess(show, ja.environ()) as dmn:
-                import os
-                hogs = [subprocess.Popen([sys.executable, "-c", HOG])
-                        for _ in range(os.cpu_count() or 2)]
+            with DaemonProcess(show, ja.environ()) as dmn, CpuHogs(nhogs):
                 time.sleep(1.0)
                 dmn.ctl("play")
                 end = time.monotonic() + seconds
@@ -138,11 +134,9 @@ def bench_underruns(minutes: float, period: int = 128, periods: int = 3) -> None
                 st = dmn.ctl("status")["state"]
             rec = ja.stop()
     finally:
-        for h in hogs:
-            h.kill()
         ja.close()
     print(f"3. underruns in {minutes:g} min at period {period} x {periods} "
-          f"({period * periods / RATE * 1000:.1f} ms buffer) with {len(hogs)} CPU hogs (goal 0)")
+          f"({period * periods / RATE * 1000:.1f} ms buffer) with {nhogs} CPU hogs (goal 0)")
     print(f"  ALSA underruns (xruns) {st['xruns']}   decoder late (starved periods) "
           f"{st['starved']}   recorder missed JACK cycles {rec.missed_cycles()}   "
           f"writer: {st['realtime']}")

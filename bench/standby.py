@@ -191,10 +191,14 @@ def bench_takeover(kills: int, period: int, timeout_ms: float | None,
     print(f"  runs that did not take over or could not be measured: {failures}")
 
 
-def bench_lossy(minutes: float, period: int, loss: float, jitter_ms: float) -> None:
+def bench_lossy(minutes: float, period: int, loss: float, jitter_ms: float,
+                hogs: int = 0) -> None:
     """False takeovers: the default pair talking through a relay that drops `loss` of the
-    datagrams and delays each by 5 +/- `jitter_ms` ms, the leader playing for `minutes`;
-    then a real kill -9, which must still be taken over."""
+    datagrams and delays each by 5 +/- `jitter_ms` ms, the leader playing for `minutes`
+    (with `hogs` busy loops at normal priority: a busy host); then a real kill -9, which
+    must still be taken over."""
+    from common import CpuHogs
+
     from tests.lossylink import LossyLink
     song_s = 120.0
     songs = max(1, int(np.ceil(minutes * 60 / song_s)))
@@ -216,11 +220,12 @@ def bench_lossy(minutes: float, period: int, loss: float, jitter_ms: float) -> N
                 term = b.status()["peer"]["term"]
                 end = time.monotonic() + minutes * 60
                 timeouts = []
-                while time.monotonic() < end:
-                    p = b.status()
-                    polls.append((p["role"], p["peer"]["term"]))
-                    timeouts.append(p["peer"]["timeout_ms"])
-                    time.sleep(0.2)
+                with CpuHogs(hogs):
+                    while time.monotonic() < end:
+                        p = b.status()
+                        polls.append((p["role"], p["peer"]["term"]))
+                        timeouts.append(p["peer"]["timeout_ms"])
+                        time.sleep(0.2)
                 sa_ = a.status()
                 log_b = b.log()
                 t_kill = time.monotonic()
@@ -233,7 +238,8 @@ def bench_lossy(minutes: float, period: int, loss: float, jitter_ms: float) -> N
         jb.close()
     false = sum(1 for r, t in polls if r != "follower" or t != term)
     print(f"2. false takeovers in {minutes:g} min of play under {loss:.0%} loss and "
-          f"5 +/- {jitter_ms:g} ms delay each way, the default config (goal 0)")
+          f"5 +/- {jitter_ms:g} ms delay each way, the default config, {hogs} CPU hogs "
+          "(goal 0)")
     print(f"  follower polls {len(polls)}, polls not following the leader {false}, "
           f"'taking over' in its log before the kill {log_b.count('taking over')}, leader "
           f"still {sa_['state']} and leading at the end: {sa_['role'] == 'leader'}")
@@ -397,6 +403,8 @@ def main() -> None:
     ap.add_argument("--heartbeat-ms", type=float, default=2)
     ap.add_argument("--loss", type=float, default=0.05, help="lossy: datagrams dropped")
     ap.add_argument("--jitter-ms", type=float, default=5.0, help="lossy: delay 5 +/- this")
+    ap.add_argument("--hogs", type=int, default=0,
+                    help="lossy: busy loops at normal priority during the run (a busy host)")
     ap.add_argument("--song-seconds", type=float, default=120)
     ap.add_argument("--faketime", default="+0 x1.0005",
                     help="alignment: libfaketime setting of the follower's server, or none")
@@ -411,7 +419,7 @@ def main() -> None:
         if w == "takeover":
             bench_takeover(a.kills, a.period, a.timeout_ms, a.heartbeat_ms)
         elif w == "lossy":
-            bench_lossy(a.minutes, a.period, a.loss, a.jitter_ms)
+            bench_lossy(a.minutes, a.period, a.loss, a.jitter_ms, a.hogs)
         elif w == "alignment":
             bench_alignment(a.minutes, 256, 30, 3, a.song_seconds, a.trace,
                             None if a.faketime == "none" else a.faketime,

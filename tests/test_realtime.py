@@ -47,3 +47,16 @@ def test_a_cpu_that_is_not_there_is_reported_not_fatal():
     status, mine = in_thread(lambda: pin_thread(1023))
     assert "CPU 1023 is not available" in status
     assert mine == allowed
+
+
+def test_the_daemons_main_thread_cannot_be_preempted_by_ordinary_processes(jack_audio, tmp_path):
+    """The main thread takes the GIL too (status, state file, signals): at normal priority a
+    busy process preempting it while it holds the GIL would hold up the writer and the peer
+    thread with it. It runs at SCHED_FIFO 1, below every thread of the player."""
+    from tests.showkit import DaemonProcess, make_show
+    show = make_show(tmp_path, [2.0])
+    with DaemonProcess(show, jack_audio.environ()) as d:
+        pid = d.proc.pid
+        assert os.sched_getscheduler(pid) == os.SCHED_FIFO
+        assert os.sched_getparam(pid).sched_priority == 1
+        assert "main thread: SCHED_FIFO priority 1" in d.log()

@@ -63,6 +63,7 @@ class Daemon:
         self.role = "leader"
         self.peer = None  # appliance.peer.node.PeerNode on a unit of a hot-standby pair
         self._deduper = None
+        self.warmer = None  # the child converting the setlist's stems ahead (warmcache)
 
     def act(self, action: Action, source: str = "socket") -> tuple[bool, str]:
         """The one entry point for every control (socket, footswitch, MIDI): a hot-standby
@@ -112,7 +113,29 @@ class Daemon:
             e.reload(self.cfg, cue=0)
         log.info("setlist '%s' chosen%s: %d songs, song 1 cued", name,
                  f" ({source})" if source else "", len(self.cfg.songs))
+        self.warm_cache()
         return True, f"setlist '{name}': {len(self.cfg.songs)} songs, song 1 cued"
+
+    def warm_cache(self) -> None:
+        """Convert the setlist's stems that need it before a song needs them, in a child
+        process at the lowest priority (appliance.warmcache): never in the decoder thread
+        while a song plays, if it can be helped."""
+        from . import warmcache
+        if self.warmer is not None and self.warmer.poll() is None:
+            self.warmer.terminate()  # another setlist was chosen: warm that one instead
+        self.warmer = warmcache.start(self.cfg)
+
+    def reap_warmer(self) -> None:
+        """Say what the background conversion could not do (the main loop's tick)."""
+        w = self.warmer
+        if w is None or w.poll() is None:
+            return
+        self.warmer = None
+        err = w.stderr.read().decode(errors="replace").strip() if w.stderr else ""
+        for line in err.splitlines():
+            log.warning("cache: %s", line)
+        if w.returncode == 0:
+            log.info("cache: the setlist's stems are converted (or needed nothing)")
 
     def setlists(self) -> list[dict]:
         """What `ctl setlists` prints: each setlist, its songs and length, the one in use."""
@@ -220,6 +243,8 @@ class Daemon:
                  self.cfg.device.name, st.device, st.realtime)
 
     def stop(self) -> None:
+        if self.warmer is not None and self.warmer.poll() is None:
+            self.warmer.terminate()
         for comp in reversed(self.components):
             try:
                 comp.close()
@@ -419,6 +444,7 @@ def run(config_path: str) -> int:
     try:
         wait_until_ready(daemon)
         notifier.ready(summary(daemon))
+        daemon.warm_cache()
         log.info("READY after %.3f s (logging to %s, watchdog %s)", time.monotonic() - t0,
                  sink, f"{notifier.watchdog_s:g} s" if notifier.watchdog_s else "off")
         stall_s = MAX_STALL_S
@@ -443,11 +469,14 @@ def run(config_path: str) -> int:
                 hup.clear()
                 log.info("SIGHUP: reloading %s", config_path)
                 notifier.reloading()
-                _ok, msg = reload_config(daemon, config_path)
+                ok, msg = reload_config(daemon, config_path)
+                if ok:
+                    daemon.warm_cache()
                 notifier.reloaded(f"{msg} | {summary(daemon)}")
                 state = ShowState(daemon.cfg.state_file) if daemon.cfg.state_file != \
                     state.path else state
             state.update(show_snapshot(daemon), now)
+            daemon.reap_warmer()
             if daemon.stopping.wait(tick):
                 break
         log.info("stopping: fading out")

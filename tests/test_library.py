@@ -295,3 +295,29 @@ def test_check_covers_the_library_and_sums_up_each_setlist(tmp_path, capsys):
     assert f"{two}:3: stems[0].file:" in err and "file not found" in err
     assert main(["check", "--config", str(cfg), "--no-device", "--setlist", "c"]) == 1
     assert "there is no setlist 'c'" in capsys.readouterr().err
+
+
+def test_stems_needing_conversion_are_converted_ahead_in_the_background(jack_audio, tmp_path):
+    """A 44.1 kHz stem and an AAC stem (PyAV) of a song that is not cued are in the cache
+    soon after start, converted by a low-priority child, before any song needs them; a
+    setlist chosen later is warmed too."""
+    import numpy as np
+    import soundfile as sf
+
+    from tests.showkit import encode_pyav
+    show_ = make_library(tmp_path, [2.0, 2.0, 2.0], {"a": ["Song 1", "Song 2"], "b": ["Song 3"]})
+    sf.write(str(tmp_path / "songs" / "song-2" / "extra.wav"),
+             np.full(44100, 0.1, np.float32), 44100)
+    encode_pyav(tmp_path / "songs" / "song-3" / "extra.m4a", "aac", 48000,
+                np.full((48000, 1), 0.1))
+    for n, f in ((2, "extra.wav"), (3, "extra.m4a")):
+        yml = tmp_path / "songs" / f"song-{n}" / "song.yaml"
+        yml.write_text(yml.read_text() + f"  - {{file: {f}, to: click}}\n")
+    cache = tmp_path / ".backtrack-cache"
+    with DaemonProcess(show_, jack_audio.environ()) as d:
+        wait_for(lambda: any(cache.glob("extra-48000-*.wav")), 20, "song 2's stem in the cache")
+        assert d.status()["state"] == "cued" and d.status()["song"] == 1  # nothing played
+        wait_for(lambda: "the setlist's stems are converted" in d.log(), 10, "the warm-up done")
+        assert d.ctl({"cmd": "setlist", "name": "b"})["ok"]
+        wait_for(lambda: len(list(cache.glob("extra-48000-*.wav"))) == 2, 30,
+                 "setlist b's AAC stem in the cache")

@@ -54,6 +54,7 @@ OPT=/opt/backtrack
 PENDING=/run/backtrack-restart-pending  # a held-back restart (tmpfs: a reboot settles it)
 CHANGES=0
 HELD=""             # what the player was doing when its restart was held back
+VENV_HELD=0         # 1: the venv was not updated either (a song was playing)
 ARGS=("$@")
 
 APT_PACKAGES=(python3 python3-venv libsndfile1 alsa-utils chrony)
@@ -211,6 +212,12 @@ install_venv() {  # the package and every dependency at the pinned version
     changed "created the venv $OPT/venv"
   fi
   if [ "$(cat "$OPT/venv/.backtrack-source" 2>/dev/null)" != "$stamp" ]; then
+    # Not under a song: the player imports some modules late (PyAV, soxr on a stem that
+    # needs them), and must not meet half-upgraded ones mid-show.
+    if ! may_restart; then
+      VENV_HELD=1
+      return 0
+    fi
     local pip=("$OPT/venv/bin/pip" install -q --upgrade -c "$CONSTRAINTS")
     if [ -n "$FROM_WHEELHOUSE" ]; then
       pip+=(--no-index --find-links "$FROM_WHEELHOUSE")
@@ -423,9 +430,15 @@ held_back() {  # the message when the restart was held back; the caller exits 3
   local cmd="$0" a
   for a in "${ARGS[@]}"; do cmd+=" $a"; done
   say "not restarting the player: it is $HELD." >&2
-  say "the new files are installed; the player runs the new version after the next" \
-      "'systemctl restart backtrack' (between songs, or after the show), or when this" \
-      "install is run again while it is stopped or cued." >&2
+  if [ "$VENV_HELD" = 1 ]; then
+    say "the program in $OPT/venv was not updated either (the player loads some modules" \
+        "late; they must not change under a song); the other files are installed. Run this" \
+        "install again while it is stopped or cued." >&2
+  else
+    say "the new files are installed; the player runs the new version after the next" \
+        "'systemctl restart backtrack' (between songs, or after the show), or when this" \
+        "install is run again while it is stopped or cued." >&2
+  fi
   say "to restart when the song ends: $cmd --wait" >&2
   say "to restart now and cut the song: $cmd --force" >&2
 }

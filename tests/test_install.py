@@ -589,7 +589,9 @@ def run_install_venv(tmp_path: Path, *assign: str) -> list[list[str]]:
     opt = tmp_path / "opt"
     fake_tool(opt / "venv/bin/python", log)
     fake_tool(opt / "venv/bin/pip", log)
-    script = f'source "{INSTALL}"; OPT="{opt}"; {"".join(a + "; " for a in assign)}install_venv'
+    # FORCE=1: the player is not asked (test_install_venv_waits_for_the_song_too asks it)
+    script = (f'source "{INSTALL}"; OPT="{opt}"; FORCE=1; '
+              f'{"".join(a + "; " for a in assign)}install_venv')
     res = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "installed the backtrack package" in res.stdout and "constraints.txt" in res.stdout
@@ -639,3 +641,34 @@ def test_wheelhouse_builds_the_pinned_set(tmp_path):
     assert args[7] == str(CONSTRAINTS) and "wheel" in args[8:]
     assert any(a.startswith("setuptools") for a in args[8:])
     assert not (ROOT / "opt").exists()
+
+
+def test_install_venv_waits_for_the_song_too(tmp_path):
+    """While a song plays the venv is not upgraded either (the player imports some modules
+    late and must not meet half-upgraded ones); once it is cued, it is."""
+    root = tmp_path / "r"
+    (root / "etc/backtrack").mkdir(parents=True)
+    (root / "etc/backtrack/config.yaml").write_text("control: {socket: /run/bt.sock}\n")
+    (root / "run").mkdir()
+    player = FakePlayer(root / "run/bt.sock")
+    log = tmp_path / "pip.log"
+    opt = tmp_path / "opt"
+    fake_tool(opt / "venv/bin/python", log)
+    fake_tool(opt / "venv/bin/pip", log)
+
+    def install_venv() -> subprocess.CompletedProcess:
+        script = (f'source "{INSTALL}"; ROOT="{root}"; OPT="{opt}"; install_venv; '
+                  'echo "VENV_HELD=$VENV_HELD HELD=$HELD"')
+        return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+
+    try:
+        res = install_venv()
+        assert res.returncode == 0, res.stderr
+        assert "VENV_HELD=1 HELD=playing" in res.stdout
+        assert not log.exists() and not (opt / "venv/.backtrack-source").exists()
+        player.state = "cued"
+        res = install_venv()
+        assert "VENV_HELD=0" in res.stdout and "installed the backtrack package" in res.stdout
+        assert any(c[0].endswith("/pip") for c in calls(log))
+    finally:
+        player.close()

@@ -266,7 +266,10 @@ def keep_gil_holders_running(cfg: Config) -> str:
     if cfg.engine.realtime_priority <= 0:
         return "normal priority (engine.realtime_priority is 0)"
     try:  # not realtime.set_thread_fifo: that would rename the process after the thread
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        # RESET_ON_FORK: what it starts (the stem converter, appliance.warmcache) does not
+        # run its start-up at a real-time priority, where it held a lossy-link relay of the
+        # same priority off the CPU long enough for a false takeover
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(1))
     except OSError as exc:
         return f"normal priority ({exc.strerror or exc})"
     return "SCHED_FIFO priority 1"

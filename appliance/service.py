@@ -64,6 +64,7 @@ class Daemon:
         self.peer = None  # appliance.peer.node.PeerNode on a unit of a hot-standby pair
         self._deduper = None
         self.warmer = None  # the child converting the setlist's stems ahead (warmcache)
+        self._warm_due = False
 
     def act(self, action: Action, source: str = "socket") -> tuple[bool, str]:
         """The one entry point for every control (socket, footswitch, MIDI): a hot-standby
@@ -117,25 +118,29 @@ class Daemon:
         return True, f"setlist '{name}': {len(self.cfg.songs)} songs, song 1 cued"
 
     def warm_cache(self) -> None:
-        """Convert the setlist's stems that need it before a song needs them, in a child
-        process at the lowest priority (appliance.warmcache): never in the decoder thread
-        while a song plays, if it can be helped."""
-        from . import warmcache
-        if self.warmer is not None and self.warmer.poll() is None:
-            self.warmer.terminate()  # another setlist was chosen: warm that one instead
-        self.warmer = warmcache.start(self.cfg)
+        """Ask for the setlist's stems that need it to be converted before a song needs
+        them (appliance.warmcache). Any thread may ask; the main loop starts the child
+        (`tend_warmer`): from a real-time thread (the peer's, adopting the leader's setlist)
+        it would inherit that priority and run its start-up above the sound card's threads."""
+        self._warm_due = True
 
-    def reap_warmer(self) -> None:
-        """Say what the background conversion could not do (the main loop's tick)."""
+    def tend_warmer(self) -> None:
+        """The main loop's tick: say what the last conversion could not do; start the next
+        one when asked (a newer setlist replaces one still converting)."""
         w = self.warmer
-        if w is None or w.poll() is None:
-            return
-        self.warmer = None
-        err = w.stderr.read().decode(errors="replace").strip() if w.stderr else ""
-        for line in err.splitlines():
-            log.warning("cache: %s", line)
-        if w.returncode == 0:
-            log.info("cache: the setlist's stems are converted (or needed nothing)")
+        if w is not None and w.poll() is not None:
+            self.warmer = None
+            err = w.stderr.read().decode(errors="replace").strip() if w.stderr else ""
+            for line in err.splitlines():
+                log.warning("cache: %s", line)
+            if w.returncode == 0:
+                log.info("cache: the setlist's stems are converted (or needed nothing)")
+        if self._warm_due:
+            from . import warmcache
+            self._warm_due = False
+            if self.warmer is not None:
+                self.warmer.terminate()
+            self.warmer = warmcache.start(self.cfg)
 
     def setlists(self) -> list[dict]:
         """What `ctl setlists` prints: each setlist, its songs and length, the one in use."""
@@ -479,7 +484,7 @@ def run(config_path: str) -> int:
                 state = ShowState(daemon.cfg.state_file) if daemon.cfg.state_file != \
                     state.path else state
             state.update(show_snapshot(daemon), now)
-            daemon.reap_warmer()
+            daemon.tend_warmer()
             if daemon.stopping.wait(tick):
                 break
         log.info("stopping: fading out")

@@ -223,7 +223,8 @@ def test_pair_follows_the_leaders_setlist_chosen_on_either_unit(jack_audio_facto
         wait_for(lambda: b.status()["setlist"] == "b", 5, "the follower on setlist b")
         wait_both_protected(a, b)
         reply = b.ctl({"cmd": "setlist", "name": "a"})
-        assert reply["ok"] and "sent to the leader" in reply.get("message", ""), reply
+        assert reply["ok"] and "sent to the leader" in reply.get("message", ""), \
+            (reply, b.log()[-2000:])
         wait_for(lambda: a.status()["setlist"] == "a", 5, "the leader on setlist a")
         wait_for(lambda: b.status()["setlist"] == "a", 5, "the follower back on setlist a")
         wait_both_protected(a, b)

@@ -108,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="generate a demo set and play it")
     demo.add_argument("--dir", default=None, help="where to write the demo set")
-    demo.add_argument("--device", default=None, help="ALSA PCM to play on (default: first card)")
+    demo.add_argument("--device", default=None, help="ALSA PCM to play on (default: first card; `virtual`: a private "
+                           "virtual card, silent)")
     demo.add_argument("--seconds", type=float, default=None,
                       help="stop after this many seconds (default: play the set once)")
     return p

@@ -20,6 +20,8 @@ from ..ctl import Client, status_line
 from ..errors import UserError
 from .demoset import write_demo_set
 
+VIRTUAL = "virtual"  # --device virtual: the private virtual card even where a card exists
+
 
 def first_card() -> str | None:
     """`plughw:CARD=<id>,DEV=0` of the first ALSA card (pyalsaaudio's list), or None."""
@@ -38,10 +40,11 @@ def main(folder: str | None, device: str | None, seconds: float | None) -> int:
     out = Path(folder or "demo-set").absolute()
     virtual = None
     device = device or first_card()
-    if device is None:
+    if device is None or device == VIRTUAL:
         from .virtualcard import JackError, JackServer
 
-        print("no sound card found: playing on a private virtual card "
+        why = "as asked" if device == VIRTUAL else "no sound card found"
+        print(f"{why}: playing on a private virtual card "
               "(JACK dummy backend through the ALSA jack plugin)", flush=True)
         try:
             virtual = JackServer(rate=48000, period=512, playback_ports=2).start()

@@ -369,15 +369,16 @@ def _setlist_summary(cfg: Config, songs: list[dict[str, Any]]) -> list[dict[str,
     out = []
     rate = cfg.device.rate
     for name in cfg.setlists:
-        mine = [s for s in songs if any(w.startswith(f"{name} #") for w in s["setlists"])]
+        # (song, how many times this setlist plays it)
+        mine = [(s, k) for s in songs
+                if (k := sum(w.startswith(f"{name} #") for w in s["setlists"]))]
         if not mine:
             continue
-        count = sum(sum(w.startswith(f"{name} #") for w in s["setlists"]) for s in mine)
-        frames = sum(s["frames"] * sum(w.startswith(f"{name} #") for w in s["setlists"])
-                     for s in mine)
+        count = sum(k for _s, k in mine)
+        frames = sum(s["frames"] * k for s, k in mine)
         out.append({"name": name, "songs": count, "duration_s": round(frames / rate, 3),
                     "duration": fmt_duration(frames / rate),
-                    "problems": sum(len(s["problems"]) for s in mine),
+                    "problems": sum(len(s["problems"]) for s, _k in mine),
                     "in_use": name == cfg.setlist})
     return out
 

@@ -386,14 +386,19 @@ class FakePlayer:
         self.srv.close()
 
 
-def test_live_restart_asks_the_player_first(tmp_path):
-    """The live branch (no --root): install.sh sourced, its start step run against a
-    stand-in systemctl that records what it is asked, and a stand-in player."""
+def root_with_player(tmp_path: Path) -> tuple[Path, FakePlayer]:
+    """A target root whose config names a socket inside it, a stand-in player answering."""
     root = tmp_path / "r"
     (root / "etc/backtrack").mkdir(parents=True)
     (root / "etc/backtrack/config.yaml").write_text("control: {socket: /run/bt.sock}\n")
     (root / "run").mkdir()
-    player = FakePlayer(root / "run/bt.sock")
+    return root, FakePlayer(root / "run/bt.sock")
+
+
+def test_live_restart_asks_the_player_first(tmp_path):
+    """The live branch (no --root): install.sh sourced, its start step run against a
+    stand-in systemctl that records what it is asked, and a stand-in player."""
+    root, player = root_with_player(tmp_path)
     log = tmp_path / "systemctl.log"
     fake_tool(tmp_path / "bin/systemctl", log,
               'case "$*" in *InvocationID*) echo inv-1 ;; *StatusText*) echo "cued 1/12" ;; esac\n')
@@ -646,11 +651,7 @@ def test_wheelhouse_builds_the_pinned_set(tmp_path):
 def test_install_venv_waits_for_the_song_too(tmp_path):
     """While a song plays the venv is not upgraded either (the player imports some modules
     late and must not meet half-upgraded ones); once it is cued, it is."""
-    root = tmp_path / "r"
-    (root / "etc/backtrack").mkdir(parents=True)
-    (root / "etc/backtrack/config.yaml").write_text("control: {socket: /run/bt.sock}\n")
-    (root / "run").mkdir()
-    player = FakePlayer(root / "run/bt.sock")
+    root, player = root_with_player(tmp_path)
     log = tmp_path / "pip.log"
     opt = tmp_path / "opt"
     fake_tool(opt / "venv/bin/python", log)

@@ -15,14 +15,20 @@ from dataclasses import dataclass
 TRANSPORT = ("play", "stop", "pause", "play_stop", "next", "prev")
 """Actions without an argument."""
 
-ACTIONS = (*TRANSPORT, "goto N", "goto TITLE", "setlist NAME")
+STRUCTURE = ("jump", "vamp", "cancel")
+"""Actions on the song's structure (sections, vamps): carried out by the engine against the
+song's tempo map, not by the transport."""
+
+ACTIONS = (*TRANSPORT, "goto N", "goto TITLE", "setlist NAME", "jump SECTION [WHEN]",
+           "vamp [BARS]", "cancel")
 """How actions are written where a person types one (config, errors)."""
 
-COMMANDS = (*TRANSPORT, "goto", "setlist", "setlists", "status")
+COMMANDS = (*TRANSPORT, "goto", "setlist", *STRUCTURE, "setlists", "status")
 """The control socket's and `backtrack ctl`'s verbs: the actions plus the queries."""
 
-SPELLED_COMMANDS = tuple({"goto": "goto N|TITLE", "setlist": "setlist NAME"}.get(c, c)
-                         for c in COMMANDS)
+SPELLED_COMMANDS = tuple({"goto": "goto N|TITLE", "setlist": "setlist NAME",
+                          "jump": "jump SECTION|next_section|prev_section [WHEN]",
+                          "vamp": "vamp [BARS]"}.get(c, c) for c in COMMANDS)
 """COMMANDS as `ctl`'s help and every 'unknown command' error show them, with arguments."""
 
 
@@ -41,6 +47,8 @@ class Action:
 
 _GOTO = re.compile(r"^goto\s+(\S.*)$")
 _SETLIST = re.compile(r"^setlist\s+(\S.*)$")
+_JUMP = re.compile(r"^jump\s+(\S.*)$")
+_VAMP = re.compile(r"^vamp(?:\s+([0-9]+))?$")
 _NUMBER = re.compile(r"[0-9]+")
 
 
@@ -63,6 +71,14 @@ def parse_action(text: str, titles: bool = False) -> Action | None:
     m = _SETLIST.match(text)
     if m:
         return Action("setlist", m.group(1).strip())
+    m = _JUMP.match(text)
+    if m:
+        return Action("jump", " ".join(m.group(1).split()))
+    m = _VAMP.match(text)
+    if m:
+        return Action("vamp", int(m.group(1))) if m.group(1) else Action("vamp")
+    if text == "cancel":
+        return Action("cancel")
     return None
 
 
@@ -85,6 +101,21 @@ def request_action(req: dict) -> tuple[Action | None, str]:
             return None, ('goto needs a song number or title: {"cmd": "goto", "song": 3} or '
                           '{"cmd": "goto", "song": "Ballad"}')
         return Action("goto", song), ""
+    if cmd == "jump":
+        to = req.get("to", req.get("arg"))
+        when = req.get("when")
+        if not isinstance(to, str) or not to.strip():
+            return None, ('jump needs a section: {"cmd": "jump", "to": "chorus", "when": "bar"}'
+                          " (to: a section name, next_section or prev_section)")
+        if when is not None and (not isinstance(when, str) or not when.strip()):
+            return None, "jump's when is one of now, beat, bar, section_end, N_bars"
+        text = " ".join(f"{to} {when or ''}".split())
+        return Action("jump", text), ""
+    if cmd == "vamp" and req.get("bars") is not None:
+        bars = req.get("bars")
+        if isinstance(bars, bool) or not isinstance(bars, int) or not 1 <= bars <= 64:
+            return None, 'vamp bars is a whole number from 1 to 64: {"cmd": "vamp", "bars": 2}'
+        return Action("vamp", bars), ""
     if cmd == "setlist":
         name = req.get("name", req.get("arg"))
         if not isinstance(name, str) or not name.strip():

@@ -35,6 +35,7 @@ from .audio.source import SongReader, cache_path, probe
 from .config import Config, ConfigError, Device, Problem, Song, load
 from .devices import quiet_stderr
 from .errors import UserError
+from .structure import Structure
 
 BLOCK = 65536
 LENGTH_TOLERANCE_S = 0.001  # stems within a millisecond of each other count as equal
@@ -77,6 +78,7 @@ class SongFacts:
     file: str | None = None   # its song file; None: written in the show file
     key: str = ""             # key path of the song in that file (`songs[2]` inline)
     setlists: list[str] = field(default_factory=list)  # "friday #3", ...; none: unused
+    structure: Structure | None = None  # sections and ramps, checked against `frames`
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,7 @@ def inspect_song(cfg: Config, index: int, block: int = BLOCK,
                      stems=stems, frames=reader.frames, clipped=conv.clipped,
                      peaks=[float(p) for p in peaks],
                      file=str(song.file) if song.file else None, key=what.key,
-                     setlists=list(what.setlists))
+                     setlists=list(what.setlists), structure=song.structure)
 
 
 ALSA_ERRORS_MISSING = ("No such device", "No such file or directory", "Unknown PCM",
@@ -304,6 +306,7 @@ def build_report(cfg: Config, songs: list[SongFacts], device: DeviceFacts,
                 "cache_file": st.cache_file,
                 "cached_before": st.cached_before, "problem": st.problem,
             })
+        sp.extend(structure_problems(cfg, s, grave))
         good = [st for st in s.stems if st.frames > 0 and not st.problem]
         if len(good) > 1:
             longest = max(st.frames for st in good)
@@ -362,6 +365,39 @@ def build_report(cfg: Config, songs: list[SongFacts], device: DeviceFacts,
         "problems": problems,
         "warnings": warnings,
     }
+
+
+def structure_problems(cfg: Config, s: SongFacts, severity: str = "error"
+                       ) -> list[dict[str, Any]]:
+    """Sections and tempo ramps past the song's end: only the stems say where it ends, so
+    the song file's reader cannot see these (a marker typed a bar too late, a ramp for an
+    outro that was cut)."""
+    st = s.structure
+    if st is None or s.frames <= 0:
+        return []
+    rate = cfg.device.rate
+    at = f"{s.key}." if s.key else ""
+    length = f"the song lasts {fmt_duration(s.frames / rate)} (its longest stem)"
+    out = []
+    for i, sec in enumerate(st.sections):
+        if sec.frame >= s.frames:
+            where = f"{sec.written}, " if sec.written else ""
+            out.append(_problem(cfg, sec.line, f"{at}sections[{i}].at",
+                                f"section '{sec.name}' starts at {where}"
+                                f"{fmt_duration(sec.frame / rate)}, past the song's end: "
+                                f"{length}", severity, s.file))
+    if st.tempo is not None:
+        for j, ch in enumerate(st.tempo.changes):
+            if not ch.is_ramp:
+                continue
+            end = st.tempo.frame_at(ch.bar + ch.bars)
+            if end > s.frames:
+                out.append(_problem(cfg, ch.line, f"{at}tempo_map[{j}].bars",
+                                    f"the ramp from bar {ch.bar} to {ch.ramp_to:g} BPM ends at "
+                                    f"bar {ch.bar + ch.bars} "
+                                    f"({fmt_duration(end / rate)}), past the song's end: "
+                                    f"{length}", severity, s.file))
+    return out
 
 
 def _setlist_summary(cfg: Config, songs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -17,6 +17,8 @@ import yaml
 from . import library as library_mod
 from .actions import ACTIONS, Action, parse_action, resolve_goto
 from .songfile import AFTER, MidiMessage, Song, Stem, read_song, resolve, route
+from .structfile import SHOW_KEYS as STRUCTURE_SHOW_KEYS
+from .structfile import Defaults, read_defaults
 from .yamlnodes import ConfigError, NodeReader, Problem, compose
 
 __all__ = [
@@ -154,7 +156,8 @@ class Config:
 
 
 TOP_KEYS = ("device", "outputs", "songs", "library", "setlists", "setlist", "routing_rules",
-            "engine", "control", "footswitches", "led", "midi", "peer", "state_file", "resume")
+            "engine", "control", "footswitches", "led", "midi", "peer", "state_file", "resume",
+            *STRUCTURE_SHOW_KEYS)
 
 
 def load(path: str | Path) -> Config:
@@ -170,7 +173,7 @@ def load(path: str | Path) -> Config:
         raise ConfigError(r.problems)
     device = _device(r, top.get("device"))
     outputs = _outputs(r, top.get("outputs"), device)
-    show = _show(r, top, outputs, path.parent)
+    show = _show(r, top, outputs, path.parent, device.rate)
     engine = _engine(r, top.get("engine"), path.parent)
     control = _control(r, top.get("control"))
     footswitches = _footswitches(r, top.get("footswitches"), show)
@@ -222,16 +225,18 @@ class _Show:
 
 
 def _show(r: NodeReader, top: dict[str, yaml.Node], outputs: dict[str, tuple[int, ...]],
-          base: Path) -> _Show:
+          base: Path, rate: int) -> _Show:
     """Inline songs, the library's song files and the setlists naming them. Problems of
     the song files go into `r` with their own file and line: errors when a setlist uses
-    the song, warnings when none does."""
+    the song, warnings when none does. The show's structure keys (click, ltc, ...) are
+    every song's defaults."""
     if "songs" not in top and "library" not in top:
         r.error(None, "songs", "the show has no songs: give `library:` (a folder of song "
                 "folders, each with a song.yaml) or an inline `songs:` list")
-    inline = _inline_songs(r, top.get("songs"), outputs, base)
+    defaults = read_defaults(r, top, outputs, base)
+    inline = _inline_songs(r, top.get("songs"), outputs, base, rate, defaults)
     dirs = _library_dirs(r, top.get("library"), base)
-    read = library_mod.load_library(dirs, outputs)
+    read = library_mod.load_library(dirs, outputs, rate=rate, defaults=defaults)
     songs = inline + [ls.song for ls in read if ls.song is not None]
     lib = library_mod.Library(songs)
     if "setlists" in top:
@@ -282,7 +287,7 @@ def _duplicate_titles(r: NodeReader, songs: list[Song], inline: list[Song]) -> N
 
 
 def _inline_songs(r: NodeReader, node: yaml.Node | None, outputs: dict[str, tuple[int, ...]],
-                  base: Path) -> list[Song]:
+                  base: Path, rate: int, defaults: Defaults) -> list[Song]:
     items = r.sequence(node, "songs")
     if items is None:
         return []
@@ -291,7 +296,8 @@ def _inline_songs(r: NodeReader, node: yaml.Node | None, outputs: dict[str, tupl
         return []
     songs: list[Song] = []
     for i, snode in enumerate(items):
-        song = read_song(r, snode, f"songs[{i}]", outputs, base, default_title=f"song {i + 1}")
+        song = read_song(r, snode, f"songs[{i}]", outputs, base, default_title=f"song {i + 1}",
+                         rate=rate, defaults=defaults)
         if song is not None:
             songs.append(song)
     return songs

@@ -66,6 +66,18 @@ def words_to_request(words: list[str]) -> dict:
             raise UserError("setlist needs a name: backtrack ctl setlist friday "
                             "(`backtrack ctl setlists` lists them)")
         return {"cmd": "setlist", "name": " ".join(words[1:])}
+    if verb == "jump":
+        action = parse_action(" ".join(words))
+        if action is None:
+            raise UserError("jump needs a section: backtrack ctl jump chorus [bar], "
+                            "backtrack ctl jump next_section now")
+        return {"cmd": "jump", "to": action.arg}
+    if verb == "vamp" and len(words) > 1:
+        action = parse_action(" ".join(words))
+        if action is None or action.arg is None:
+            raise UserError("vamp takes a number of bars or nothing: backtrack ctl vamp, "
+                            "backtrack ctl vamp 2")
+        return {"cmd": "vamp", "bars": action.arg}
     if len(words) != 1:
         raise UserError(f"'{verb}' takes no argument")
     return {"cmd": verb}
@@ -85,6 +97,12 @@ def status_line(st: dict, width: int = 24) -> str:
     setlist = f"{st['setlist']} " if st.get("setlist") else ""
     line = (f"{icon} {setlist}{st['song']}/{st['songs']} {st['title'][:24]:<24} [{bar}] "
             f"{fmt_time(pos)} / {fmt_time(dur)}  {st['state']:<7}  xruns {st['xruns']}")
+    if st.get("section"):
+        line += f"  {st['section']} {st.get('bar_beat') or ''}"
+    if st.get("pending"):
+        line += f"  [{st['pending']['text']}]"
+    if st.get("count_in"):
+        line += "  COUNT-IN"
     if st.get("device") != "ok":
         line += f"  DEVICE: {st.get('device')}"
     if st.get("problems"):

@@ -2,7 +2,8 @@
 
 A band keeps one folder per song (`song.yaml` beside its stems) and plays a different
 setlist every night, so the show file names the library folder(s) and lists setlists of
-song titles (or folder names); each entry may change `after` and stem gains for that night.
+song titles (or folder names); each entry may change `after`, stem gains and the count-in
+for that night.
 Every song file is read with its own reader, so a mistake is reported with that file and
 line; a song no setlist uses cannot stop the show, so its problems are only warnings.
 
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from .songfile import AFTER, Song, read_song
+from .songfile import AFTER, DEFAULT_RATE, Song, read_song
+from .structfile import NO_DEFAULTS, Defaults, count_in_override
 from .yamlnodes import NodeReader, Problem, compose
 
 SONG_FILE = "song.yaml"
@@ -57,19 +59,23 @@ def scan(folders: Iterable[Path]) -> list[Path]:
     return out
 
 
-def read_song_file(file: Path, outputs: dict[str, tuple[int, ...]]) -> LibrarySong:
+def read_song_file(file: Path, outputs: dict[str, tuple[int, ...]], *,
+                   rate: int = DEFAULT_RATE, defaults: Defaults = NO_DEFAULTS) -> LibrarySong:
+    """One song file; `rate` and `defaults` (the show's structure keys) as the show has
+    them, so positions are in the device's frames and the show's click applies."""
     r = NodeReader(file)
     root = compose(file, r)
     song = None
     if root is not None:
         song = read_song(r, root, "", outputs, file.parent, default_title=file.parent.name,
-                         file=file, song_key=file.parent.name)
+                         file=file, song_key=file.parent.name, rate=rate, defaults=defaults)
     return LibrarySong(file, song, r.problems)
 
 
-def load_library(folders: Iterable[Path], outputs: dict[str, tuple[int, ...]]
+def load_library(folders: Iterable[Path], outputs: dict[str, tuple[int, ...]], *,
+                 rate: int = DEFAULT_RATE, defaults: Defaults = NO_DEFAULTS
                  ) -> list[LibrarySong]:
-    return [read_song_file(f, outputs) for f in scan(folders)]
+    return [read_song_file(f, outputs, rate=rate, defaults=defaults) for f in scan(folders)]
 
 
 class Library:
@@ -142,7 +148,7 @@ def _entry(r: NodeReader, node: yaml.Node, key: str, library: Library
     """(the library's song, the song as played that night)."""
     over: dict[str, yaml.Node] = {}
     if isinstance(node, yaml.MappingNode):
-        m = r.mapping(node, key, ("song", "after", "gains"), required=("song",))
+        m = r.mapping(node, key, ("song", "after", "gains", "count_in"), required=("song",))
         if m is None or "song" not in m:
             return None
         over = m
@@ -174,6 +180,11 @@ def _entry(r: NodeReader, node: yaml.Node, key: str, library: Library
             played = replace(played, after=after)
     if "gains" in over:
         played = _gains(r, over["gains"], f"{key}.gains", played)
+    if "count_in" in over:
+        st = count_in_override(r, over["count_in"], f"{key}.count_in", played.structure,
+                               played.title)
+        if st is not None:
+            played = replace(played, structure=st)
     return song, played
 
 

@@ -327,13 +327,9 @@ def wait_until_ready(daemon: Daemon, timeout: float = READY_WAIT_S) -> None:
     """Until the first attempt to open the device is over (open, or known missing) and the
     cued song is decoded, so a `play` right after READY=1 starts at once."""
     e, w = daemon.engine, daemon.engine.writer
-    need = int(0.25 * e.cfg.device.rate)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        song = e.transport.current.song
-        cued = any(s.song == song and s.want is not None and s.want[1] == 0
-                   and s.ready(min(need, s.ring.capacity // 2)) for s in e.slots)
-        if (w.device_ok or w.device_error) and cued:
+        if (w.device_ok or w.device_error) and e.cued_ready():
             return
         time.sleep(0.005)
 

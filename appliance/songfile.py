@@ -8,21 +8,23 @@ so what the song-structure, live-mix and show-log work adds to a song is added o
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from .routes import read_route, resolve, route
+from .structfile import NO_DEFAULTS, STRUCTURE_KEYS, Defaults, read_structure
+from .structure import Structure
 from .yamlnodes import NodeReader
 
+__all__ = ["AFTER", "SONG_KEYS", "STEM_KEYS", "MidiMessage", "Song", "Stem", "read_song",
+           "read_stems", "read_midi_out", "resolve", "route"]
+
 AFTER = ("stop", "next", "pause")
-SONG_KEYS = ("title", "stems", "after", "tempo", "midi_out")
+SONG_KEYS = ("title", "stems", "after", "tempo", "midi_out", *STRUCTURE_KEYS)
 STEM_KEYS = ("file", "to", "gain_db", "name")
-# `to: keys.L` is the left (first) channel of the output `keys`, `keys.R` the right (second;
-# on a one-channel output both are that channel: a stereo pair folds down), `keys.3` the
-# third: how a pair of mono files (`Keys L.wav`, `Keys R.wav`) keeps its stereo image.
-_CHANNEL_OF = re.compile(r"^(?P<out>.+)\.(?P<ch>L|R|\d{1,2})$")
+DEFAULT_RATE = 48000
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,9 @@ class MidiMessage:
 @dataclass(frozen=True)
 class Song:
     """`file` is the song file it came from (None for an inline song), `key` the name a
-    setlist may use besides the title (the song's folder name)."""
+    setlist may use besides the title (the song's folder name). `tempo` is the tempo the
+    song starts in (MIDI clock); `structure` its tempo map, sections, count-in, click,
+    timecode and voice guide (None when neither the song nor the show sets any)."""
 
     title: str
     stems: tuple[Stem, ...]
@@ -75,6 +79,7 @@ class Song:
     line: int = 0
     file: Path | None = None
     key: str = ""
+    structure: Structure | None = None
 
     def stem_named(self, name: str) -> list[Stem]:
         """The stems a person means by `name` (case does not matter: `keys` is `Keys`)."""
@@ -84,9 +89,11 @@ class Song:
 
 def read_song(r: NodeReader, node: yaml.Node, key: str, outputs: dict[str, tuple[int, ...]],
               base: Path, *, default_title: str, file: Path | None = None,
-              song_key: str = "") -> Song | None:
+              song_key: str = "", rate: int = DEFAULT_RATE,
+              defaults: Defaults = NO_DEFAULTS) -> Song | None:
     """A song mapping -> Song, problems into `r` (keys prefixed with `key`, e.g.
-    `songs[2]` inline, nothing in a song file). Stem paths are relative to `base`."""
+    `songs[2]` inline, nothing in a song file). Stem paths are relative to `base`; song
+    positions are frames at `rate` (the device's); `defaults` are the show file's."""
     s = r.mapping(node, key, SONG_KEYS, required=("stems",) if file else ("title", "stems"))
     if s is None:
         return None
@@ -94,28 +101,10 @@ def read_song(r: NodeReader, node: yaml.Node, key: str, outputs: dict[str, tuple
     title = r.text(s.get("title"), f"{k}title") or default_title
     stems = read_stems(r, s.get("stems"), f"{k}stems", outputs, base)
     after = r.text(s.get("after"), f"{k}after", default="stop", choices=AFTER) or "stop"
-    tempo = r.number(s.get("tempo"), f"{k}tempo", 20, 400, default=None)
+    structure, tempo = read_structure(r, s, k, outputs, base, rate, defaults)
     midi_out = read_midi_out(r, s.get("midi_out"), f"{k}midi_out")
     return Song(title=title, stems=stems, after=after, tempo=tempo, midi_out=midi_out,
-                line=node.start_mark.line + 1, file=file, key=song_key)
-
-
-def route(name: str, outputs: dict[str, tuple[int, ...]]) -> tuple[int, ...] | None:
-    """An output name, or one channel of it (`keys.L`, `keys.R`, `keys.2`), -> device
-    channels; None when there is no such output or channel."""
-    if name in outputs:
-        return outputs[name]
-    m = _CHANNEL_OF.match(name)
-    if not m or m.group("out") not in outputs:
-        return None
-    chans = outputs[m.group("out")]
-    if not chans:
-        return None
-    ch = m.group("ch")
-    if ch in ("L", "R"):
-        return (chans[min(len(chans) - 1, 0 if ch == "L" else 1)],)
-    i = int(ch) - 1
-    return (chans[i],) if 0 <= i < len(chans) else None
+                line=node.start_mark.line + 1, file=file, key=song_key, structure=structure)
 
 
 def read_stems(r: NodeReader, node: yaml.Node | None, key: str,
@@ -132,30 +121,11 @@ def read_stems(r: NodeReader, node: yaml.Node | None, key: str,
         if st is None:
             continue
         file = r.text(st.get("file"), f"{skey}.file")
-        names: list[str] = []
-        tonode = st.get("to")
-        if isinstance(tonode, yaml.SequenceNode):
-            for k, n in enumerate(tonode.value):
-                t = r.text(n, f"{skey}.to[{k}]")
-                if t is not None:
-                    names.append(t)
-        elif tonode is not None:
-            t = r.text(tonode, f"{skey}.to")
-            if t is not None:
-                names.append(t)
-        chans: list[int] = []
-        for n in names:
-            got = route(n, outputs)
-            if got is None:
-                valid = ", ".join(outputs) or "(none defined)"
-                r.error(tonode, f"{skey}.to", f"no output named '{n}'; outputs are: {valid} "
-                        "(one channel of an output: NAME.L, NAME.R or NAME.N)")
-            else:
-                chans.extend(got)
+        names, chans = read_route(r, st.get("to"), f"{skey}.to", outputs)
         gain = r.number(st.get("gain_db"), f"{skey}.gain_db", -120, 24, default=0.0)
         name = r.text(st.get("name"), f"{skey}.name", default="") or ""
         if file is not None and names and len(chans) > 0:
-            stems.append(Stem(file=resolve(base, file), to=tuple(names), channels=tuple(chans),
+            stems.append(Stem(file=resolve(base, file), to=names, channels=chans,
                               gain_db=gain if gain is not None else 0.0,
                               line=stnode.start_mark.line + 1, name=name))
     return tuple(stems)
@@ -191,9 +161,3 @@ def read_midi_out(r: NodeReader, node: yaml.Node | None, key: str) -> tuple[Midi
         if num is not None and value is not None and channel is not None:
             out.append(MidiMessage(kind, num, value, channel))
     return tuple(out)
-
-
-def resolve(base: Path, file: str) -> Path:
-    """A path as written in a file, relative to that file's folder."""
-    p = Path(file).expanduser()
-    return p if p.is_absolute() else base / p

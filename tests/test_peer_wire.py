@@ -52,6 +52,9 @@ PAYLOADS = [
     LeaderState(term=U64, leader=65535, song=2**32 - 1, state=wire.STATE_CODES["paused"], frame=I64[0], t_ns=I64[1],
           rate=2**32 - 1, setlist=0, flags=2**32 - 1),
     LeaderState(term=0, leader=0, song=0, state=wire.STATE_CODES["stopped"], frame=-1, t_ns=0, rate=0, setlist=1),
+    LeaderState(term=1, leader=1, song=0, state=wire.STATE_CODES["playing"], frame=5, t_ns=1,
+          rate=48000, setlist=1, plan=wire.PLAN_VAMP, plan_id=65535, plan_at=I64[1],
+          plan_to=-96000),
     Ping(t1=I64[1]),
     Ping(t1=0),
     Pong(t1=1, t2=I64[0], t3=I64[1]),
@@ -166,7 +169,7 @@ def test_header_reasons() -> None:
     body = b"\0" * 8
     seal = wire._seal
     assert reason(seal(2, body, sender=1, boot=1, seq=1, wall_ns=1, key=KEY, magic=b"BTX")) == "magic"
-    assert reason(seal(2, body, sender=1, boot=1, seq=1, wall_ns=1, key=KEY, version=2)) == "version"
+    assert reason(seal(2, body, sender=1, boot=1, seq=1, wall_ns=1, key=KEY, version=wire.VERSION + 1)) == "version"
     assert reason(seal(0, body, sender=1, boot=1, seq=1, wall_ns=1, key=KEY)) == "kind"
     assert reason(seal(7, body, sender=1, boot=1, seq=1, wall_ns=1, key=KEY)) == "kind"
     assert reason(seal(2, body + b"\0", sender=1, boot=1, seq=1, wall_ns=1, key=KEY)) == "length"
@@ -177,7 +180,8 @@ def _signed(kind: Kind, body: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("kind,body", [
-    (Kind.STATE, bytes(14) + b"\x04" + bytes(28)),                      # state 4
+    (Kind.STATE, bytes(14) + b"\x04" + bytes(47)),                      # state 4
+    (Kind.STATE, bytes(43) + b"\x04" + bytes(18)),                      # plan 4
     (Kind.FOLLOWER, bytes(16) + b"\x80" + bytes(2)),                     # unknown why_not bit
     (Kind.COMMAND, bytes(8) + b"\x00" + bytes(wire.ACTION_MAX)),         # empty action
     (Kind.COMMAND, bytes(8) + bytes([wire.ACTION_MAX + 1])

@@ -28,20 +28,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..actions import Action
+from ..actions import STRUCTURE, Action
 from ..config import Config
 from ..realtime import set_thread_fifo
+from ..songfile import Song
+from ..structure import parse_when
 from ..threads import Worker
 from ..transport import CUED, PAUSED, PLAYING, STOPPED, State, Transport
 from .formats import FORMAT_INFO, Converter
+from .overlays import Overlays, overlays_for
 from .sink import AlsaSink
 from .source import SongReader
 from .writer import Slot, Writer
 
 log = logging.getLogger("backtrack.engine")
 
-NSLOTS = 5
+# The playing slot, the one a crossfade leaves, a jump or vamp target, and the targets the
+# next command may need: next song, this song from the top, the song before, and the starts
+# of this section, the next and the one before (jumps and vamps switch at once).
+NSLOTS = 10
 DECODE_BLOCK = 16384  # frames per decode step: fewer, larger NumPy calls (less Python per second)
+FIRST_BLOCK = 2048    # a slot just retargeted is decoded in short steps first: ready sooner
+PREFILL_S = 0.5       # a slot waiting to be played holds this much; the playing one a ring
 READY_S = 0.25        # a slot counts as ready with this much decoded (or the whole song)
 PREPARE_TIMEOUT_S = 5.0
 MONITOR_BACKSTOP_S = 0.5  # the monitor wakes on the writer's news; this is only a backstop
@@ -61,6 +69,13 @@ class Status:
     device: str
     realtime: str
     problems: list[str]
+    section: str = ""
+    bar_beat: str = ""
+    next_section: str = ""
+    tempo: float | None = None
+    count_in: bool = False
+    vamp: bool = False
+    pending: dict | None = None
 
 
 class Decoder(Worker):
@@ -80,6 +95,10 @@ class Decoder(Worker):
         dev = cfg.device
         self._mix = np.zeros((DECODE_BLOCK, dev.channels), np.float32)
         self._conv = Converter(dev.format, dev.channels, DECODE_BLOCK, count_clips=False)
+        self._prefill = int(PREFILL_S * dev.rate)
+        # what is generated from the song's frame (click, timecode, spoken cues), per slot
+        self.overlays: dict[int, Overlays | None] = {}
+        self._overlay_cache: dict[int, tuple[Song, Overlays | None]] = {}
 
     def step(self) -> None:
         try:
@@ -122,11 +141,19 @@ class Decoder(Worker):
             if reader is None or slot.eof:
                 continue
             ring = slot.ring
+            have = ring.readable()
+            if slot.index != active and have >= self._prefill:
+                continue  # waiting to be played: its start is enough until it plays
             if ring.writable() < min(DECODE_BLOCK, ring.capacity // 4):
                 continue
             region = ring.write_region()
-            n = reader.read_into(self._mix[:min(len(region), DECODE_BLOCK)])
+            frame0 = reader.position
+            n = reader.read_into(self._mix[:min(len(region), DECODE_BLOCK,
+                                                max(FIRST_BLOCK, have))])
             if n:
+                over = self.overlays.get(slot.index)
+                if over is not None:
+                    over.render(frame0, self._mix[:n])
                 self._conv.convert(self._mix[:n], out=region[:n])
                 ring.commit(n)
             if reader.position >= reader.frames:
@@ -134,11 +161,28 @@ class Decoder(Worker):
             did = True
         return did
 
+    def _overlays_of(self, song: Song) -> Overlays | None:
+        """One per song of the config in use (pure functions of the song frame: the slots of
+        one song share it); built on first use, in this thread, from files the cache holds."""
+        hit = self._overlay_cache.get(id(song))
+        if hit is None or hit[0] is not song:
+            try:
+                made = overlays_for(song, self.cfg.device.rate, self.cfg.cache_dir, DECODE_BLOCK)
+            except Exception:  # noqa: BLE001 - a bad click sample must not stop the song
+                log.exception("song '%s': click, timecode or voice guide not generated",
+                              song.title)
+                made = None
+            if len(self._overlay_cache) > 64:
+                self._overlay_cache.clear()
+            hit = self._overlay_cache[id(song)] = (song, made)
+        return hit[1]
+
     def _retarget(self, slot: Slot) -> None:
         want = slot.want
         old = self.readers.pop(slot.index, None)
         if old is not None:
             old.close()
+        self.overlays.pop(slot.index, None)
         slot.have = None
         slot.ring.reset()
         slot.eof = False
@@ -154,6 +198,7 @@ class Decoder(Worker):
             return
         reader = SongReader(cfg.songs[song], cfg.device, cfg.cache_dir, DECODE_BLOCK)
         reader.seek(frame)
+        self.overlays[slot.index] = self._overlays_of(cfg.songs[song])
         slot.song = song
         slot.start = reader.position
         slot.frames = reader.frames
@@ -194,6 +239,16 @@ class Engine:
         self._next_cue: int | None = None  # the song it cues (a setlist chosen), else by title
         # (frame, t_ns, ns per frame, clock epoch) of the DAC line, when a PlayHead feeds one
         self.dac_line: tuple[int, int, float, int] | None = None
+        # the song's structure at work: the switch the writer holds (a jump, the next turn of
+        # a vamp) as status shows it, and the vamp's loop (song, start, end frame)
+        self.pending: dict | None = None
+        self.vamp: tuple[int, int, int] | None = None
+        self._switch_tags = 0
+        self._last_tag: tuple | None = None
+        # the same, as a pair's followers copy it (peer STATE): (kind: ""|jump|vamp|cancelled,
+        # plan id, switch at song frame, play on from song frame)
+        self.plan: tuple[str, int, int, int] = ("", 0, 0, 0)
+        self._section_seen = (-1, -2)  # (song, section) the slots were last prepared for
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -217,20 +272,27 @@ class Engine:
     def command(self, action: Action) -> tuple[bool, str]:
         """Apply a transport command; returns (ok, message). Never raises for bad input."""
         with self.lock:
+            if action.name in STRUCTURE:
+                return self._structure_command(action)
+            counted = action.name in ("play", "play_stop") \
+                and self.transport.current.state == CUED
             effect = self.transport.apply(action)
             if effect.kind == "none":
                 return (not effect.message or effect.message == "already playing",
                         effect.message)
-            ok, msg = self._do(effect.kind, effect.song)
+            if effect.kind in ("start", "halt"):
+                self._forget_structure()
+            ok, msg = self._do(effect.kind, effect.song, counted)
             self._prepare()
             self._apply_reload()
             self._notify("command")
             return ok, msg or effect.message
 
-    def _do(self, kind: str, song: int | None) -> tuple[bool, str]:
+    def _do(self, kind: str, song: int | None, counted: bool = False) -> tuple[bool, str]:
+        """`counted`: a `play` from cued, which starts the song's count-in (if it has one)."""
         w = self.writer
         if kind == "start":
-            slot = self._ready_slot(song, 0)
+            slot = self._ready_slot(song, self._top(song) if counted else 0)
             if slot is None:
                 return False, f"song {song + 1} could not be prepared in time"
             self._post("start", slot.index, False)
@@ -251,10 +313,222 @@ class Engine:
             pass  # _prepare readies it
         return True, ""
 
-    def _post(self, *cmd) -> None:
+    def _post(self, *cmd, slots: tuple[int, ...] | None = None) -> None:
         seq = self.writer.post(*cmd)
-        slots = tuple(c for c in cmd[1:2] if isinstance(c, int))
+        if slots is None:
+            slots = tuple(c for c in cmd[1:2] if isinstance(c, int))
         self._pending[seq] = slots
+
+    def _top(self, song: int) -> int:
+        """Where `play` starts a song: its count-in, else its first frame."""
+        st = self.cfg.songs[song].structure if 0 <= song < len(self.cfg.songs) else None
+        return st.count_in_start() if st is not None else 0
+
+    # ---- song structure: jumps and vamps (control side, under self.lock) ---------------------
+    def _structure_command(self, action: Action) -> tuple[bool, str]:
+        """jump / vamp / cancel. Refused with a reason, never disturbing what plays, when the
+        song has no sections (or tempo map, for bars), nothing plays, or the name is wrong."""
+        if action.name == "cancel":
+            return self._cancel()
+        cur = self.transport.current
+        if cur.state != PLAYING:
+            return False, f"{action.name}: no song is playing"
+        song = cur.song
+        st = self.cfg.songs[song].structure
+        dac_song, dac, _playing, _t = self.position()
+        if dac_song != song:
+            return False, f"{action.name}: the song is only starting; press again"
+        where = self._writer_frame(song)
+        if action.name == "vamp":
+            if self.vamp is not None:
+                return self._release_vamp()
+            return self._start_vamp(song, st, dac, where, action.arg)
+        return self._jump(song, st, dac, where, str(action.arg or ""))
+
+    def _writer_frame(self, song: int) -> int:
+        """The first song frame a switch posted now can still change: the writer's newest
+        period plus one more for the command to reach it."""
+        _d, wsong, wframe, playing = self.writer.last_segment()
+        period = self.cfg.device.period
+        return wframe + 2 * period if wsong == song and playing else wframe
+
+    def _jump(self, song: int, st, dac: int, where: int, text: str) -> tuple[bool, str]:
+        title = self.cfg.songs[song].title
+        if st is None or not st.sections:
+            return False, f"song '{title}' has no sections to jump to (sections: in its song file)"
+        words = text.split()
+        when = None
+        if len(words) > 1 and parse_when(words[-1]) is not None:
+            when, words = parse_when(words[-1]), words[:-1]
+        name = " ".join(words)
+        if not name:
+            return False, "jump needs a section: a name, next_section or prev_section"
+        here = st.section_at(dac)
+        if name == "next_section":
+            idx = here + 1
+            if idx >= len(st.sections):
+                return False, f"no section after '{st.sections[here].name}' in '{title}'"
+        elif name == "prev_section":
+            idx = max(0, here - 1)
+        else:
+            idx = st.find(name)
+            if idx is None:
+                names = ", ".join(sec.name for sec in st.sections)
+                return False, f"no section '{name}' in '{title}'; sections: {names}"
+        when = when or st.jump_when
+        at, why = self._quantized(st, dac, where, when, song)
+        if at is None:
+            return False, f"jump to '{st.sections[idx].name}' {when}: {why}"
+        target = st.sections[idx]
+        self.vamp = None
+        ok = self._post_switch(song, target.frame, at, st, "jump")
+        if not ok:
+            return False, f"section '{target.name}' could not be prepared in time"
+        self.plan = ("jump", (self.plan[1] + 1) & 0xFFFF, at, target.frame)
+        self.pending = {"kind": "jump", "to": target.name, "when": when, "at": at,
+                        "text": f"jump to {target.name} {self._bar_text(st, at, when)}"}
+        self._notify("state")
+        return True, self.pending["text"]
+
+    def _quantized(self, st, dac: int, where: int, when: str, song: int
+                   ) -> tuple[int | None, str]:
+        """The song frame of the switch: the first `when` boundary after what is heard now;
+        if the writer has already passed it (pressed a few ms before a bar line), the one
+        after. `now` is the writer's next period."""
+        frames = self._song_frames(song)
+        if when == "now":
+            return where, ""
+        try:
+            at = st.boundary(dac, when, frames)
+            if at is not None and at < where:
+                at = st.boundary(where - 1, when, frames)
+        except ValueError as exc:
+            return None, str(exc)
+        if at is None:
+            return None, "no such point before the song ends"
+        return at, ""
+
+    def _song_frames(self, song: int) -> int:
+        return next((s.frames for s in self.slots if s.song == song and s.have), 1 << 62)
+
+    def _bar_text(self, st, at: int, when: str) -> str:
+        if when == "now":
+            return "now"
+        pos = st.position_text(at)
+        return f"at {pos}" if pos else f"at {at / self.cfg.device.rate:.2f} s"
+
+    def _start_vamp(self, song: int, st, dac: int, where: int, bars) -> tuple[bool, str]:
+        title = self.cfg.songs[song].title
+        if bars:
+            if st is None or st.tempo is None:
+                return False, f"vamp {bars}: song '{title}' has no tempo (tempo: in its song file)"
+            start = st.tempo.bar_start(dac)
+            end = st.tempo.bars_after(dac, int(bars))
+            what = f"{bars} bar{'s' if bars != 1 else ''}"
+        else:
+            if st is None or not st.sections:
+                return False, (f"song '{title}' has no sections to vamp (sections: in its song "
+                               "file; or vamp N for N bars)")
+            i = st.section_at(dac)
+            if i < 0:
+                return False, f"vamp: before the first section of '{title}'"
+            start, end = st.sections[i].frame, st.section_end(i, self._song_frames(song))
+            what = f"'{st.sections[i].name}'"
+        if end <= where:
+            return False, "vamp: too close to the loop's end to turn it now; press again"
+        if not self._post_switch(song, start, end, st, "vamp"):
+            return False, "vamp: the loop's start could not be prepared in time"
+        self.vamp = (song, start, end)
+        self.plan = ("vamp", (self.plan[1] + 1) & 0xFFFF, end, start)
+        self.pending = {"kind": "vamp", "to": what, "when": "loop", "at": end,
+                        "text": f"vamp {what} until released"}
+        self._notify("state")
+        return True, self.pending["text"]
+
+    def _release_vamp(self) -> tuple[bool, str]:
+        self._forget_structure(cancelled=True)
+        self._post("cancel_switch", None, slots=())
+        self._notify("state")
+        return True, "vamp released: the song plays on at the loop's end"
+
+    def _cancel(self) -> tuple[bool, str]:
+        if self.pending is None and self.vamp is None:
+            return True, "nothing pending"
+        what = self.pending["text"] if self.pending else "vamp"
+        self._forget_structure(cancelled=True)
+        self._post("cancel_switch", None, slots=())
+        self._notify("state")
+        return True, f"cancelled: {what}"
+
+    def _forget_structure(self, cancelled: bool = False) -> None:
+        if self.plan[0] in ("jump", "vamp"):
+            self.plan = ("cancelled" if cancelled else "", self.plan[1], 0, 0)
+        self.vamp = None
+        self.pending = None
+
+    def mirror_plan(self, song: int, kind: str, plan_id: int, at: int, to: int) -> None:
+        """A follower: the leader holds this switch (peer STATE); post the same one, to be
+        made at the same song frame. Never waits for the slot (the peer thread calls this
+        many times a second): a target not ready at its frame is reported by the writer and
+        the lock re-seeks. A plan the leader made (kind "") is not cancelled here: this
+        unit's writer makes it at its own frame, maybe a moment after the leader."""
+        with self.lock:
+            cur = self.transport.current
+            if cur.state != PLAYING or cur.song != song:
+                return
+            mine = self.plan
+            if kind in ("jump", "vamp"):
+                if mine == (kind, plan_id, at, to):
+                    return
+                st = self.cfg.songs[song].structure
+                self.vamp = (song, to, at) if kind == "vamp" else None
+                self._post_switch(song, to, at, st, kind, wait=False)
+                self.plan = (kind, plan_id, at, to)
+                self.pending = {"kind": kind, "when": "leader", "at": at,
+                                "to": "", "text": f"{kind} (the leader's)"}
+            elif kind == "cancelled" and mine[0] in ("jump", "vamp") and mine[1] == plan_id:
+                self._forget_structure(cancelled=True)
+                self._post("cancel_switch", None, slots=())
+            else:
+                return
+        self._notify("state")
+
+    def _post_switch(self, song: int, target: int, at: int, st, kind: str,
+                     wait: bool = True) -> bool:
+        """Ask the writer to switch from the playing slot to `song` at `target` once the
+        playing slot reaches song frame `at`, over the song's equal-power crossfade.
+        `wait`: until the target slot has its start decoded (else the writer checks)."""
+        slot = self._ready_slot(song, target) if wait else self._prepare((song, target))
+        if slot is None or self._playing < 0:
+            return False
+        n = max(1, int((st.crossfade_ms if st is not None else 10.0)
+                       * self.cfg.device.rate / 1000))
+        t = (np.arange(n, dtype=np.float64) + 0.5) / n * (np.pi / 2)
+        g_out = np.cos(t).astype(np.float32).reshape(-1, 1)
+        g_in = np.sin(t).astype(np.float32).reshape(-1, 1)
+        self._switch_tags += 1
+        tag = (kind, self._switch_tags)
+        self._consumed.add(slot.index)
+        self._post("switch", self._playing, at, slot.index, g_out, g_in, tag,
+                   slots=(self._playing, slot.index))
+        self._last_tag = tag
+        return True
+
+    def _switched(self, tag: tuple, new: int) -> None:
+        """Monitor, under self.lock: the writer switched; a vamp goes round again."""
+        self._playing = new
+        self._consumed.add(new)
+        if tag[0] == "vamp" and self.vamp is not None:
+            song, start, end = self.vamp
+            if self.slots[new].song == song and self._post_switch(
+                    song, start, end, self.cfg.songs[song].structure, "vamp"):
+                return
+            log.warning("vamp could not go round again; the song plays on")
+            self.vamp = None
+        if tag[0] == "jump" or self.vamp is None:
+            self.pending = None
+            if self.plan[0] == "jump":
+                self.plan = ("", self.plan[1], 0, 0)
 
     # ---- slot management (control side, under self.lock) -------------------------------------
     def _busy(self) -> set[int]:
@@ -263,6 +537,9 @@ class Engine:
         for seq in [s for s in self._pending if s <= acked]:
             del self._pending[seq]
         busy = {i for slots in self._pending.values() for i in slots}
+        for i in (self.writer.switch_to_index, self.writer.xfade_index):
+            if i >= 0:
+                busy.add(i)
         for active in (self.writer.active_index, self._playing):
             if active >= 0:
                 busy.add(active)
@@ -275,11 +552,24 @@ class Engine:
         cur = self.transport.current
         n = len(self.cfg.songs)
         if cur.state == STOPPED:
-            return [(0, 0), (n - 1, 0)]
-        wanted = [(cur.song, 0), (cur.song + 1, 0), (cur.song - 1, 0)]
+            return [(0, self._top(0)), (n - 1, self._top(n - 1))]
+        wanted = [(cur.song, self._top(cur.song)), (cur.song + 1, 0), (cur.song - 1, 0)]
         if cur.state == PLAYING:
-            wanted = [(cur.song + 1, 0), (cur.song, 0), (cur.song - 1, 0)]
+            wanted = [(cur.song + 1, 0), (cur.song, self._top(cur.song)), (cur.song - 1, 0)]
+            wanted += self._section_targets(cur.song)
         return [(s, f) for s, f in wanted if 0 <= s < n]
+
+    def _section_targets(self, song: int) -> list[tuple[int, int]]:
+        """The starts of this section (a vamp, a jump back to it), the next and the one
+        before: prepared, so a jump or vamp there switches without waiting for the disk."""
+        st = self.cfg.songs[song].structure
+        if st is None or not st.sections:
+            return []
+        dac_song, frame, _playing, _t = self.position()
+        i = st.section_at(frame) if dac_song == song else -1
+        self._section_seen = (song, i)
+        return [(song, st.sections[k].frame) for k in (i, i + 1, i - 1)
+                if 0 <= k < len(st.sections)]
 
     def _prepare(self, extra: tuple[int, int] | None = None) -> Slot | None:
         """Point free slots at the songs the next command may need; returns the slot for
@@ -320,6 +610,14 @@ class Engine:
         nxt = have.get((slot.song + 1, 0))
         if nxt is not None and nxt.index != active:
             slot.follow = nxt.index
+
+    def cued_ready(self) -> bool:
+        """The cued song is decoded from where `play` starts it (its count-in, or frame 0)."""
+        song = self.transport.current.song
+        top = self._top(song)
+        need = int(READY_S * self.cfg.device.rate)
+        return any(s.song == song and s.want is not None and s.want[1] == top
+                   and s.ready(min(need, s.ring.capacity // 2)) for s in self.slots)
 
     def _ready_slot(self, song: int, frame: int) -> Slot | None:
         slot = self._prepare((song, frame))
@@ -388,6 +686,7 @@ class Engine:
             self.writer.wait_news(MONITOR_BACKSTOP_S)
             try:
                 self._drain_events()
+                self._follow_sections()
             except Exception:  # noqa: BLE001
                 log.exception("monitor error")
 
@@ -417,6 +716,16 @@ class Engine:
                     self._prepare()
                     self._apply_reload()
                     changed = True
+                elif kind == "switched":
+                    self._switched(ev[1], ev[2])
+                    self._prepare()
+                    changed = True
+                elif kind in ("switch_missed", "switch_cancelled", "switch_replaced"):
+                    if kind == "switch_missed":
+                        log.warning("%s at its frame not done: %s", ev[1][0], ev[2])
+                        if ev[1] == self._last_tag:
+                            self._forget_structure()
+                    changed = True
                 elif kind == "device_lost":
                     log.error("%s; the song clock keeps running, reopening every %.1f s",
                               ev[1], 0.5)
@@ -431,6 +740,20 @@ class Engine:
             changed = True
         if changed:
             self._notify("state")
+
+    def _follow_sections(self) -> None:
+        """Keep the section slots (this one, the next, the one before) on the section that
+        plays now: the monitor's backstop wakes it twice a second."""
+        cur = self.transport.current
+        if cur.state != PLAYING:
+            return
+        st = self.cfg.songs[cur.song].structure
+        if st is None or not st.sections:
+            return
+        dac_song, frame, _p, _t = self.position()
+        if dac_song == cur.song and (cur.song, st.section_at(frame)) != self._section_seen:
+            with self.lock:
+                self._prepare()
 
     def _song_started(self, song: int) -> None:
         """A song begins from its first frame (play, next/prev/goto while playing, a gapless
@@ -485,11 +808,24 @@ class Engine:
         length = next((s.frames for s in self.slots if s.song == song and s.have), None)
         w = self.writer
         device = "ok" if w.device_ok else (w.device_error or "not open")
+        st = self.cfg.songs[song].structure
+        where: dict = {}
+        if st is not None and cur.state in (PLAYING, PAUSED):
+            i = st.section_at(frame)
+            where = {"section": st.sections[i].name if i >= 0 else "",
+                     "next_section": st.sections[i + 1].name if i + 1 < len(st.sections)
+                     else "", "bar_beat": st.position_text(frame),
+                     "tempo": round(st.tempo.bpm_at(frame), 2) if st.tempo else None,
+                     "count_in": frame < 0}
+        pending = dict(self.pending) if self.pending else None
+        if pending:
+            pending.pop("at", None)
         return Status(
             state=cur.state, song=song, title=self.cfg.songs[song].title, frame=frame,
             seconds=frame / rate, duration=(length or 0) / rate,
             underruns=w.sink.underruns, starved=w.starved, device=device,
-            realtime=f"{w.rt_status}; memory {self.memory_locked}", problems=problems)
+            realtime=f"{w.rt_status}; memory {self.memory_locked}", problems=problems,
+            vamp=self.vamp is not None, pending=pending, **where)
 
     # ---- hot standby primitives (used by appliance.peer.node) --------------------------------
     def set_audible(self, audible: bool, fade: bool = True) -> None:

@@ -128,6 +128,13 @@ class PlayHead:
     def seek(self, song: int, frame: int) -> bool:
         return self._engine.seek(song, frame)
 
+    def switch_plan(self) -> tuple[str, int, int, int]:
+        """(kind, plan id, at, to) of the jump or vamp the writer holds (Engine.plan)."""
+        return self._engine.plan
+
+    def mirror_plan(self, song: int, kind: str, plan_id: int, at: int, to: int) -> None:
+        self._engine.mirror_plan(song, kind, plan_id, at, to)
+
     @property
     def correction_pending(self) -> bool:
         """The last drop/insert has not shown in the segment history yet: measuring now

@@ -457,9 +457,10 @@ class SongReader:
         return [f"{s.stem.file}: {s.info.problem}" for s in self.stems if s.info.problem]
 
     def seek(self, frame: int) -> None:
-        self.position = max(0, min(frame, self.frames))
+        """A negative frame is before the audio (a count-in): silence until frame 0."""
+        self.position = min(frame, self.frames)
         for s in self.stems:
-            s.seek(self.position)
+            s.seek(max(0, self.position))
 
     def read_into(self, out: np.ndarray) -> int:
         """Mix the next frames into `out` (frames x device channels, float32, overwritten);
@@ -469,6 +470,10 @@ class SongReader:
             return 0
         dst = out[:n]
         dst.fill(0.0)
+        if self.position < 0:
+            n = min(n, -self.position)
+            self.position += n
+            return n
         for reader, route in zip(self.stems, self.routes, strict=True):
             data = reader.read(n)
             if data is not None:

@@ -117,12 +117,26 @@ class Writer(Worker):
         self._pilot_phase = 0.0
         self._fade_pos = 0
         self._after_fade: tuple | None = None
+        # A switch to another slot at an exact song frame of the playing one, with a
+        # crossfade (a quantized jump, each turn of a vamp): (from slot, song frame, to slot,
+        # gains out, gains in, tag), the gains computed by the poster, not here. While the
+        # crossfade runs the old slot keeps being read (`xfade_index`, which the engine
+        # treats as busy).
+        self._sw: tuple | None = None
+        self.switch_to_index = -1
+        self._xf_old: Slot | None = None
+        self.xfade_index = -1
+        self._xf_pos = 0
+        self._xf_out: np.ndarray | None = None
+        self._xf_in: np.ndarray | None = None
+        self.switches = 0
         # buffers, allocated once
         ch = device.channels
         self._block = np.zeros((self.period, ch), np.float32)
         self._wide = np.zeros((2 * self.period, ch), np.float32)
         self._wide_abs = np.zeros((2 * self.period, ch), np.float32)
         self._wide_sum = np.zeros(2 * self.period, np.float32)
+        self._xtmp = np.zeros((self.period, ch), np.float32)
         self._pilot = np.zeros(self.period, np.float64)
         self._pilot_idx = np.arange(self.period, dtype=np.float64)
         self._conv = Converter(device.format, ch, 2 * self.period, count_clips=False)
@@ -358,6 +372,24 @@ class Writer(Worker):
                 self.muted = bool(cmd[2])
                 if not cmd[3]:  # no ramp: jump straight to the new level
                     self._mute_pos = 0 if self.muted else self.fade_frames
+            elif kind == "switch":
+                # (from slot, at song frame, to slot, gains out, gains in, tag)
+                if self._sw is not None:
+                    self._emit(("switch_replaced", self._sw[5]))
+                if cmd[2] == self.active_index:
+                    self._sw = (self.slots[cmd[2]], cmd[3], self.slots[cmd[4]], cmd[5],
+                                cmd[6], cmd[7])
+                    self.switch_to_index = cmd[4]
+                else:
+                    self._sw = None
+                    self.switch_to_index = -1
+                    self._emit(("switch_missed", cmd[7], "the song under it changed"))
+            elif kind == "cancel_switch":
+                sw = self._sw
+                if sw is not None and (cmd[2] is None or sw[5] == cmd[2]):
+                    self._sw = None
+                    self.switch_to_index = -1
+                    self._emit(("switch_cancelled", sw[5]))
             self.acked = seq
 
     def _begin_fade_out(self, then: tuple) -> None:
@@ -370,6 +402,13 @@ class Writer(Worker):
         self._after_fade = then
 
     def _switch(self, slot: Slot | None, fade_in: bool, offset: int) -> None:
+        sw = self._sw
+        if sw is not None and sw[0] is not slot:
+            # the song under a pending jump or vamp changed (next, stop, the song ended)
+            self._sw = None
+            self.switch_to_index = -1
+            self._emit(("switch_missed", sw[5], "the song under it changed"))
+        self._end_crossfade()
         self.active = slot
         self.active_index = slot.index if slot is not None else -1
         self.paused = False
@@ -401,14 +440,17 @@ class Writer(Worker):
         if self.commands:
             self._apply_commands()
         self._segment(0)
-        if not self._fade and not self.adjust_request \
+        if not self._fade and not self.adjust_request and self._xf_old is None \
                 and not (self.pilot_on and self.pilot_channel >= 0) \
                 and self._mute_pos == (0 if self.muted else self.fade_frames):
             slot = self.active
             if slot is None or self.paused:
                 return self._silence
             ring = slot.ring
-            if ring.readable() >= self.period:
+            sw = self._sw
+            if ring.readable() >= self.period and (
+                    sw is None or sw[0] is not slot
+                    or slot.start + ring.read + self.period <= sw[1]):
                 self._held = ring
                 return self._silence if self.muted else ring.peek(self.period, self._raw)
         self._render_block()
@@ -443,6 +485,15 @@ class Writer(Worker):
                 want = min(want, self.fade_frames - self._fade_pos)
             elif self._fade == 1:
                 want = min(want, self.fade_frames - self._fade_pos)
+            sw = self._sw
+            if sw is not None and sw[0] is slot and not self._fade:
+                left = sw[1] - slot.position
+                if left <= 0:
+                    self._begin_crossfade(done)
+                    continue
+                want = min(want, left)
+            if self._xf_old is not None:
+                want = min(want, len(self._xf_in) - self._xf_pos)
             avail = slot.ring.readable()
             if avail <= 0:
                 if slot.eof:
@@ -452,11 +503,14 @@ class Writer(Worker):
                 break
             n = min(want, avail)
             if self.adjust_request and not self._fade and done == 0 and n == period \
-                    and avail >= 2 * period:
+                    and avail >= 2 * period and self._xf_old is None \
+                    and (sw is None or sw[1] - slot.position > period + abs(self.adjust_request)):
                 self._read_adjusted(slot, block)
                 done = period
                 continue
             self._read_float(slot.ring, block[done:], n)
+            if self._xf_old is not None:
+                self._crossfade(block[done:done + n])
             if self._fade:
                 ramp = self._ramp_down if self._fade == -1 else self._ramp_up
                 seg = block[done:done + n]
@@ -472,6 +526,50 @@ class Writer(Worker):
         self._apply_mute(block)
         if self.pilot_on and self.pilot_channel >= 0:
             self._add_pilot(block)
+
+    def _begin_crossfade(self, offset: int) -> None:
+        """The pending switch is due: play its slot from here, the old one fading out under
+        it. A target that is not ready is not played (a gap would be worse than staying)."""
+        old, _at, new, g_out, g_in, tag = self._sw
+        self._sw = None
+        self.switch_to_index = -1
+        if new.have is None or new.have != new.want or not (
+                new.eof or new.ring.readable() >= min(len(g_in), new.ring.capacity // 2)):
+            self._emit(("switch_missed", tag, "the target was not ready"))
+            return
+        self.active = new
+        self.active_index = new.index
+        self._segment(offset)
+        self.switches += 1
+        self._emit(("switched", tag, new.index, old.index, self.written + offset))
+        if len(g_in) == 0:
+            return
+        self._xf_old, self.xfade_index = old, old.index
+        self._xf_out, self._xf_in, self._xf_pos = g_out, g_in, 0
+
+    def _crossfade(self, seg: np.ndarray) -> None:
+        """seg (the new slot's frames, as float) <- new * gain in + old * gain out, the old
+        slot read on from where it was left (silence past its end)."""
+        n = len(seg)
+        p = self._xf_pos
+        old = self._xf_old
+        tmp = self._xtmp[:n]
+        m = min(n, old.ring.readable())
+        if m:
+            self._read_float(old.ring, tmp, m)
+        tmp[m:] = 0.0
+        np.multiply(seg, self._xf_in[p:p + n], out=seg)
+        np.multiply(tmp, self._xf_out[p:p + n], out=tmp)
+        np.add(seg, tmp, out=seg)
+        self._xf_pos = p + n
+        if self._xf_pos >= len(self._xf_in):
+            self._end_crossfade()
+
+    def _end_crossfade(self) -> None:
+        if self._xf_old is not None:
+            self._xf_old = None
+            self.xfade_index = -1
+            self._xf_out = self._xf_in = None
 
     def _read_adjusted(self, slot: Slot, block: np.ndarray) -> None:
         """One period with frames dropped or inserted. A single frame goes where the period

@@ -39,6 +39,11 @@ from .lock import SEEK, FollowerLock
 from .protection import Facts, Reporter, assess
 from .roles import Roles
 
+# the engine's switch plans (Engine.plan) as STATE.plan carries them
+PLAN_CODES = {"": wire.PLAN_NONE, "jump": wire.PLAN_JUMP, "vamp": wire.PLAN_VAMP,
+              "cancelled": wire.PLAN_CANCELLED}
+PLAN_KINDS = {code: kind for kind, code in PLAN_CODES.items()}
+
 log = logging.getLogger("backtrack.peer")
 
 PING_EVERY_NS = 50_000_000
@@ -237,9 +242,12 @@ class PeerNode(Worker):
             # transport learns of the new song a moment after the writer plays it, and
             # "song 3 at frame 100" would send every follower back to the top of song 3.
             song = seg_song
+        kind, plan_id, plan_at, plan_to = self.head.switch_plan()
+        plan = PLAN_CODES[kind]
         return wire.LeaderState(term=self.roles.term, leader=self.id, song=song,
                           state=wire.STATE_CODES[cur.state], frame=frame, t_ns=t, rate=self.rate,
-                          setlist=self.setlist, flags=flags)
+                          setlist=self.setlist, flags=flags, plan=plan, plan_id=plan_id,
+                          plan_at=plan_at, plan_to=plan_to)
 
     def send_state(self) -> None:
         self._send(self._state_payload())
@@ -401,6 +409,9 @@ class PeerNode(Worker):
             self._seek(st, est, now)
         elif decision.kind == "correct":
             head.correct(decision.frames)
+        if head.plays(st.song):
+            # the leader's jump or vamp, posted here too: made at the same song frame
+            head.mirror_plan(st.song, PLAN_KINDS[st.plan], st.plan_id, st.plan_at, st.plan_to)
 
     def _seek(self, st: wire.LeaderState, est: OffsetEstimator | None, now: int) -> None:
         """Play the leader's song where the leader will be a moment from now."""

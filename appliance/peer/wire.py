@@ -48,7 +48,7 @@ from ..errors import UserError
 log = logging.getLogger(__name__)
 
 MAGIC = b"BTK"
-VERSION = 1
+VERSION = 2  # 2: STATE carries the switch plan (jumps, vamps)
 MAC_LEN = 16
 MIN_KEY_LEN = 16
 ACTION_MAX = 128  # bytes of UTF-8 in a COMMAND action ("goto 120", "setlist friday late")
@@ -58,6 +58,9 @@ REASON_MAX = 64  # bytes of UTF-8 in a FAILING reason (longer reasons are cut, n
 STATE_CODES = {"stopped": 0, "cued": 1, "playing": 2, "paused": 3}
 """The transport state (appliance.transport) as a STATE message carries it."""
 STATE_NAMES = {code: name for name, code in STATE_CODES.items()}
+
+# STATE.plan values
+PLAN_NONE, PLAN_JUMP, PLAN_VAMP, PLAN_CANCELLED = 0, 1, 2, 3
 
 # STATE.flags bits
 FLAG_FAILING = 0x1
@@ -103,6 +106,13 @@ class LeaderState:
     nominal sample rate (frames per second of song time), `setlist` a 32-bit hash of the
     setlist in use (`node.setlist_hash`): a follower switches to its own setlist with that
     hash, and without one refuses to follow a different show.
+
+    `plan` is the switch the leader's writer holds (a quantized jump, the next turn of a
+    vamp), sent ahead of time so every follower posts the same switch and makes it at the
+    same song frame (a takeover mid-vamp goes on vamping): PLAN_NONE (none, or the last one
+    done), PLAN_JUMP / PLAN_VAMP (at song frame `plan_at` play on from `plan_to`; a vamp
+    loops `plan_to`..`plan_at` until released), PLAN_CANCELLED (plan `plan_id` was taken
+    back: a follower holding it drops it). `plan_id` names the plan (16 bits, wrapping).
     """
 
     term: int
@@ -114,6 +124,10 @@ class LeaderState:
     rate: int
     setlist: int
     flags: int = 0
+    plan: int = 0
+    plan_id: int = 0
+    plan_at: int = 0
+    plan_to: int = 0
 
     @property
     def failing(self) -> bool:
@@ -198,7 +212,7 @@ _HEADER = struct.Struct("!3sBBHQQQ")
 HEADER_LEN = _HEADER.size  # 31
 
 _LAYOUT: dict[Kind, struct.Struct] = {
-    Kind.STATE: struct.Struct("!QHIBqqIII"),
+    Kind.STATE: struct.Struct("!QHIBqqIIIBHqq"),
     Kind.PING: struct.Struct("!q"),
     Kind.PONG: struct.Struct("!qqq"),
     Kind.COMMAND: struct.Struct(f"!QB{ACTION_MAX}s"),
@@ -247,8 +261,11 @@ def _pack_payload(p: Payload) -> tuple[Kind, bytes]:
         if isinstance(p, LeaderState):
             if p.state not in STATE_NAMES:
                 raise ValueError(f"LeaderState.state must be 0..3, not {p.state}")
+            if p.plan not in (PLAN_NONE, PLAN_JUMP, PLAN_VAMP, PLAN_CANCELLED):
+                raise ValueError(f"LeaderState.plan must be 0..3, not {p.plan}")
             return kind, layout.pack(p.term, p.leader, p.song, p.state, p.frame, p.t_ns,
-                                     p.rate, p.setlist, p.flags)
+                                     p.rate, p.setlist, p.flags, p.plan, p.plan_id,
+                                     p.plan_at, p.plan_to)
         if isinstance(p, Ping):
             return kind, layout.pack(p.t1)
         if isinstance(p, Pong):
@@ -277,6 +294,8 @@ def _unpack_payload(kind: int, raw: bytes) -> Payload:
     if kind == Kind.STATE:
         if v[3] not in STATE_NAMES:
             raise WireError("payload", "unknown transport state")
+        if v[9] > PLAN_CANCELLED:
+            raise WireError("payload", "unknown switch plan")
         return LeaderState(*v)
     if kind == Kind.PING:
         return Ping(*v)

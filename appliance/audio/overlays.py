@@ -1,0 +1,130 @@
+"""What is generated rather than read: the click, LTC timecode and the spoken voice guide.
+
+Each is a pure function of the song frame, added by the decode thread into the song's mix
+before it is converted to device bytes. So a vamp or a jump that replays song frames replays
+them exactly (the click stays on the beat the tempo map says, the timecode says the song
+position), both units of a pair render the same samples, and the writer's per-period cost
+does not change at all: the writer never knows they exist. A live change to them (a click
+level) is a change of mix, which the live-mix work carries like any stem's.
+
+A song with its own click stem still gets the generated count-in (the stem has nothing
+before its first frame); `click: {mode: stem}` generates nothing else, `off` nothing at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..songfile import Song
+from .click import ClickRenderer, ClickSounds
+from .ltc import LtcEncoder
+from .voiceguide import GuideRenderer, cached_spoken, load_cue
+
+log = logging.getLogger("backtrack.engine")
+
+Render = Callable[[int, np.ndarray], None]
+
+
+def db(level_db: float) -> float:
+    return float(10.0 ** (level_db / 20.0))
+
+
+class Overlays:
+    """`parts`: (device channels, render(song frame 0, column)) each; the column is summed
+    into every channel of its route."""
+
+    def __init__(self, parts: Sequence[tuple[tuple[int, ...], Render]], block: int):
+        self.parts = list(parts)
+        self._col = np.zeros(block, np.float32)
+
+    def render(self, frame0: int, mix: np.ndarray) -> None:
+        n = len(mix)
+        col = self._col[:n]
+        for chans, fn in self.parts:
+            col.fill(0.0)
+            fn(frame0, col)
+            for ch in chans:
+                mix[:, ch] += col
+
+
+def click_part(song: Song, rate: int, cache_dir: Path) -> tuple[tuple[int, ...], Render] | None:
+    st = song.structure
+    if st is None or st.click is None or st.tempo is None or st.click.mode == "off":
+        return None
+    spec = st.click
+    tempo = st.tempo
+    sounds, problems = ClickSounds.from_files(rate, spec.sounds.get("accent"),
+                                              spec.sounds.get("beat"), spec.sounds.get("sub"))
+    for p in problems:
+        log.warning("song '%s': click: %s (the built-in sound plays)", song.title, p)
+    renderer = ClickRenderer(sounds, db(spec.level_db), accent=spec.accent)
+    reach = sounds.longest
+    sub = spec.subdivision
+    # a click stem of its own: the generated click only counts in (before the audio)
+    count_in_only = spec.mode == "stem" or any(
+        s.label.casefold() == "click" for s in song.stems)
+
+    def render(frame0: int, out: np.ndarray) -> None:
+        end = frame0 + len(out)
+        if count_in_only:
+            if frame0 - reach >= 0:
+                return
+            end = min(end, 0)
+        onsets = tempo.onsets(frame0 - reach + 1, end, sub)
+        if onsets:
+            renderer.render(frame0, out, onsets)
+
+    return spec.to, render
+
+
+def ltc_part(song: Song, rate: int) -> tuple[tuple[int, ...], Render] | None:
+    st = song.structure
+    if st is None or st.ltc is None:
+        return None
+    spec = st.ltc
+    enc = LtcEncoder(spec.fps, rate, drop_frame=spec.drop_frame, start=spec.start,
+                     level=db(spec.level_db))
+    return spec.to, enc.render
+
+
+def guide_part(song: Song, rate: int, cache_dir: Path) -> tuple[tuple[int, ...], Render] | None:
+    """Each section's name, spoken a bar before it starts (from the user's file, else the
+    spoken cue the cache holds: `check` and the cache warmer make them with espeak-ng;
+    never here, in the decode thread)."""
+    st = song.structure
+    if st is None or st.guide is None or st.guide.mode == "off" or not st.sections:
+        return None
+    cues: list[tuple[int, np.ndarray]] = []
+    for sec in st.sections:
+        file = st.guide.files.get(sec.name) or st.guide.files.get(sec.name.casefold())
+        if file is not None:
+            samples, why = load_cue(file, rate)
+        else:
+            samples, why = cached_spoken(sec.name, rate, cache_dir)
+        if samples is None:
+            log.warning("song '%s': no spoken cue for section '%s': %s", song.title,
+                        sec.name, why)
+            continue
+        cues.append((guide_start(st, sec.frame, rate), samples))
+    if not cues:
+        return None
+    cues.sort(key=lambda c: c[0])
+    return st.guide.to, GuideRenderer(cues, db(st.guide.level_db)).render
+
+
+def guide_start(st, frame: int, rate: int) -> int:
+    """A bar before the section (a beat-less song: two seconds before it)."""
+    if st.tempo is not None:
+        bar = st.tempo.where(frame)[0]
+        return st.tempo.frame_at(bar - 1)
+    return frame - 2 * rate
+
+
+def overlays_for(song: Song, rate: int, cache_dir: Path, block: int) -> Overlays | None:
+    parts = [p for p in (click_part(song, rate, cache_dir), ltc_part(song, rate),
+                         guide_part(song, rate, cache_dir)) if p is not None]
+    return Overlays(parts, block) if parts else None

@@ -214,3 +214,51 @@ def test_click_count_in_and_ltc_follow_the_tempo_map(jack_audio, tmp_path):
             hh, mm, ss, ff = (int(x) for x in tc.replace(";", ":").split(":"))
             k = ((hh * 60 + mm) * 60 + ss) * 25 + ff
             assert abs(idx - k * RATE / 25) < 2, (idx, tc)
+
+
+def test_pair_follower_vamps_with_the_leader_and_a_takeover_goes_on_vamping(
+        jack_audio_factory, tmp_path):
+    """The leader vamps the verse; the follower (silent) makes the same turns at the same
+    song frames (it stays locked through them), and when the leader is killed mid-vamp the
+    follower, now heard, goes on vamping: its recording turns from the verse's end back to
+    its start."""
+    from tests.test_protection import default_pair
+    ja = jack_audio_factory(seconds=40)
+    jb = jack_audio_factory(seconds=40)
+    sa, sb = default_pair(tmp_path, a_seconds=(16.0,), b_seconds=(16.0,))
+    for s in (sa, sb):
+        with_structure(s, SECTIONS)
+    S, E = BAR, 3 * BAR
+    with DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b:
+        wait_for(lambda: a.status()["role"] == "leader" and b.status()["peer"]["protected"],
+                 timeout=10, what="a protected pair")
+        a.ctl("play")
+        wait_for(lambda: b.status()["peer"]["locked"], timeout=20, what="the follower locked")
+        wait_for(lambda: a.status()["section"] == "verse", timeout=5)
+        assert a.ctl("vamp")["ok"]
+        wait_for(lambda: b.status()["vamp"], timeout=2, what="the follower's copy of the vamp")
+        # one turn: both still locked, the follower made it at the same frame
+        wait_for(lambda: a.status()["position_s"] > 5.0, timeout=8, what="the loop's end")
+        wait_for(lambda: a.status()["position_s"] < 3.0, timeout=3, what="the first turn")
+        time.sleep(0.3)
+        pb = b.status()["peer"]
+        # mid-turn 2 (song 3-4 s): the leader dies
+        wait_for(lambda: 3.0 < a.status()["position_s"] < 4.0, timeout=5)
+        a.proc.kill()
+        wait_for(lambda: b.status()["role"] == "leader", timeout=3, what="the takeover")
+        after = b.status()
+        wait_for(lambda: b.status()["position_s"] > 5.0, timeout=5, what="B at the loop end")
+        wait_for(lambda: b.status()["position_s"] < 3.0, timeout=3, what="B turning the vamp")
+        time.sleep(0.5)
+    rb = jb.stop()
+    assert pb["locked"] and abs(pb["lock_error_ms"]) < 1.0, pb
+    assert after["vamp"], after
+    exp = sb.expected(0)
+    with judged(rb):
+        a_ = rb.audio
+        # B is heard only after the takeover: find where it reaches E and turns back to S
+        end_at = find_frame(a_, exp, E - 64)
+        assert end_at is not None, "B never played up to the loop's end"
+        r_loop = end_at + 64
+        assert exact_after_switch(a_, exp, r_loop + XFADE, S + XFADE, RATE // 4), \
+            "B did not turn the vamp after taking over"

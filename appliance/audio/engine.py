@@ -245,6 +245,7 @@ class Engine:
         self.vamp: tuple[int, int, int] | None = None
         self._switch_tags = 0
         self._last_tag: tuple | None = None
+        self._missed_plan = -1
         # the same, as a pair's followers copy it (peer STATE): (kind: ""|jump|vamp|cancelled,
         # plan id, switch at song frame, play on from song frame)
         self.plan: tuple[str, int, int, int] = ("", 0, 0, 0)
@@ -722,7 +723,10 @@ class Engine:
                     changed = True
                 elif kind in ("switch_missed", "switch_cancelled", "switch_replaced"):
                     if kind == "switch_missed":
-                        log.warning("%s at its frame not done: %s", ev[1][0], ev[2])
+                        if self.plan[0] in ("jump", "vamp") and self.running \
+                                and self.plan[1] != self._missed_plan:  # once per plan
+                            self._missed_plan = self.plan[1]
+                            log.warning("%s at its frame not done: %s", ev[1][0], ev[2])
                         if ev[1] == self._last_tag:
                             self._forget_structure()
                     changed = True

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from ..audio.playhead import PlayHead
 from .clock import LockController, OffsetEstimator
-from .wire import LeaderState
+from .wire import PLAN_JUMP, PLAN_VAMP, LeaderState
 
 SEEK_LEAD_S = 0.02      # seek this far ahead: the start lands a little behind, and a jump
                         # forward (skipping decoded frames) is instant
@@ -32,7 +32,17 @@ WAIT, SEEK, HOLD = Decision("wait"), Decision("seek"), Decision("hold")
 
 def leader_frame_at(st: LeaderState, est: OffsetEstimator, t_local_ns: int) -> float:
     """The leader's song frame at this unit's monotonic time `t_local_ns`."""
-    return st.frame + (est.to_remote(t_local_ns) - st.t_ns) * st.rate / 1e9
+    return frame_after(st, st.frame + (est.to_remote(t_local_ns) - st.t_ns) * st.rate / 1e9)
+
+
+def frame_after(st: LeaderState, frame: float) -> float:
+    """`frame`, reached by playing on from `st.frame`, through the switch the leader holds:
+    past a jump's or a vamp's frame the leader plays on from its target (extrapolated
+    straight on, a follower measuring a moment after the leader's turn would see an error
+    of a whole section and re-seek)."""
+    if st.plan in (PLAN_JUMP, PLAN_VAMP) and st.frame < st.plan_at <= frame:
+        return st.plan_to + (frame - st.plan_at)
+    return frame
 
 
 class FollowerLock:
@@ -78,4 +88,4 @@ class FollowerLock:
         t = now_ns + int(SEEK_LEAD_S * 1e9)
         if est is not None and est.ready:
             return int(leader_frame_at(st, est, t))
-        return int(st.frame + (t - heard_ns) * st.rate / 1e9)
+        return int(frame_after(st, st.frame + (t - heard_ns) * st.rate / 1e9))

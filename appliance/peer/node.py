@@ -66,7 +66,23 @@ def setlist_hash(cfg: Config) -> int:
     for s in cfg.songs:
         parts.append(f"{s.title}|{s.after}")
         parts.extend(f"{st.file.name}:{st.gain_db}:{st.channels}" for st in s.stems)
+        if s.structure is not None:
+            parts.append(structure_text(s.structure))
     return wire.setlist_hash("\n".join(parts))
+
+
+def structure_text(st) -> str:
+    """What of a song's structure decides the audio and where jumps land (a follower with
+    other sections or another tempo map would make a leader's jump at another frame); file
+    paths left out, as for stems (two boxes may keep the show in different folders)."""
+    t = st.tempo
+    tempo = "" if t is None else f"{t.start_frame}:" + ",".join(
+        f"{c.bar}/{c.bpm}/{c.meter}/{c.ramp_to}/{c.bars}" for c in t.changes)
+    secs = ",".join(f"{x.name}@{x.frame}" for x in st.sections)
+    click = "" if st.click is None else \
+        f"{st.click.to}/{st.click.mode}/{st.click.level_db}/{st.click.subdivision}"
+    ltc = "" if st.ltc is None else f"{st.ltc.to}/{st.ltc.fps}/{st.ltc.start}/{st.ltc.level_db}"
+    return f"{tempo}|{secs}|{st.count_in}|{st.crossfade_ms}|{st.jump_when}|{click}|{ltc}"
 
 
 def parse_hostport(text: str) -> tuple[str, int]:

@@ -382,7 +382,11 @@ class Engine:
             return False, f"jump to '{st.sections[idx].name}' {when}: {why}"
         target = st.sections[idx]
         self.vamp = None
-        ok = self._post_switch(song, target.frame, at, st, "jump")
+        # `now`: at the writer's next period edge (a song frame already behind it); a pair's
+        # followers are told `at`, the frame it will be about then, and their lock takes up
+        # the difference (they are not heard)
+        ok = self._post_switch(song, target.frame, -(1 << 62) if when == "now" else at, st,
+                               "jump")
         if not ok:
             return False, f"section '{target.name}' could not be prepared in time"
         self.plan = ("jump", (self.plan[1] + 1) & 0xFFFF, at, target.frame)
@@ -398,7 +402,7 @@ class Engine:
         after. `now` is the writer's next period."""
         frames = self._song_frames(song)
         if when == "now":
-            return where, ""
+            return where, ""  # the writer is asked for its next period (see _jump)
         try:
             at = st.boundary(dac, when, frames)
             if at is not None and at < where:

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from ..songfile import Song
+from ..structure import GuideSpec
 from .click import ClickRenderer, ClickSounds
 from .ltc import LtcEncoder
-from .voiceguide import GuideRenderer, cached_spoken, load_cue
+from .voiceguide import GuideRenderer, cached_spoken, load_cue, spoken
 
 log = logging.getLogger("backtrack.engine")
 
@@ -100,7 +101,7 @@ def guide_part(song: Song, rate: int, cache_dir: Path) -> tuple[tuple[int, ...],
         return None
     cues: list[tuple[int, np.ndarray]] = []
     for sec in st.sections:
-        file = st.guide.files.get(sec.name) or st.guide.files.get(sec.name.casefold())
+        file = cue_file(st.guide, sec.name)
         if file is not None:
             samples, why = load_cue(file, rate)
         else:
@@ -114,6 +115,39 @@ def guide_part(song: Song, rate: int, cache_dir: Path) -> tuple[tuple[int, ...],
         return None
     cues.sort(key=lambda c: c[0])
     return st.guide.to, GuideRenderer(cues, db(st.guide.level_db)).render
+
+
+def cue_file(guide: GuideSpec, section: str) -> Path | None:
+    """The user's recording for a section, if the guide has one (under the name as the
+    section writes it, or folded: a show-wide `files` key may be spelled otherwise)."""
+    return guide.files.get(section) or guide.files.get(section.casefold())
+
+
+def spoken_sections(song: Song) -> list[str]:
+    """The sections of `song` whose cue is spoken by espeak-ng (guide on, no recording):
+    the cues that must be in the cache before the song plays, since the decode thread only
+    reads them there."""
+    st = song.structure
+    if st is None or st.guide is None or st.guide.mode == "off" or not st.sections:
+        return []
+    return [sec.name for sec in st.sections if cue_file(st.guide, sec.name) is None]
+
+
+def make_spoken_cues(songs: Sequence[Song], rate: int, cache_dir: Path
+                     ) -> tuple[list[tuple[Song, str]], list[tuple[Song, str, str]]]:
+    """Speak into the cache every cue `songs` need (`check`, the cache warmer and `render`
+    call it; a cue already there costs a file read). Returns (song, section) made or found,
+    and (song, section, why not) for the others; never raises."""
+    ok: list[tuple[Song, str]] = []
+    failed: list[tuple[Song, str, str]] = []
+    for song in songs:
+        for name in spoken_sections(song):
+            samples, why = spoken(name, rate, cache_dir)
+            if samples is None:
+                failed.append((song, name, why))
+            else:
+                ok.append((song, name))
+    return ok, failed
 
 
 def guide_start(st, frame: int, rate: int) -> int:

@@ -11,7 +11,9 @@ Why it is built this way:
   thread. The parser takes any byte soup (stray data bytes, running status, SysEx,
   real-time bytes in the middle) and never raises.
 - Clock and MTC come from `SyncScheduler` (midiclock.py), fed with the engine's audio
-  position, never from a sleep loop; the sender thread only decides when to look again.
+  position and the song's tempo map, never from a sleep loop; the sender thread only
+  decides when to look again. Jumps and vamps are seen in the position itself, so no
+  engine event has to reach MIDI out in time for the receivers to be re-located.
 - A follower of a hot-standby pair stays silent on MIDI out: only the unit being heard
   drives the gear.
 """
@@ -26,8 +28,9 @@ from collections.abc import Callable, Iterable
 
 from ..actions import Action
 from ..config import Config, MidiConfig, MidiMapping
+from ..tempomap import TempoMap
 from ..threads import Worker
-from .midiclock import SyncScheduler, Timed
+from .midiclock import JUMP_MIN_S, SyncScheduler, Timed
 
 log = logging.getLogger("backtrack.midi")
 
@@ -316,15 +319,22 @@ class MidiOutput(Worker):
         self.trace = trace                # benches: (kind, song, frame, ns after send)
         self.sent = 0
         self.failing = False
-        rate = self.engine.cfg.device.rate
-        self.sched = SyncScheduler(rate, self._tempo, clock=mc.clock, mtc=mc.mtc,
-                                   fps=mc.mtc_fps, early_ns=-int(mc.offset_ms * 1e6)
-                                   ) if (mc.clock or mc.mtc) else None
+        dev = self.engine.cfg.device
+        # the position estimate moves by up to about a period between looks (more with big
+        # periods): a smaller move must not count as a jump
+        jump_s = max(JUMP_MIN_S, 2 * dev.period / dev.rate)
+        self.sched = SyncScheduler(dev.rate, self._tempo, clock=mc.clock, mtc=mc.mtc,
+                                   fps=mc.mtc_fps, early_ns=-int(mc.offset_ms * 1e6),
+                                   jump_s=jump_s) if (mc.clock or mc.mtc) else None
         self.port = _Port("out", mc.api, mc.out_port or "", CLIENT_OUT)
 
-    def _tempo(self, song: int) -> float | None:
+    def _tempo(self, song: int) -> TempoMap | float | None:
+        """The song's tempo map: the clock follows its changes, meters and ramps."""
         songs = self.engine.cfg.songs
-        return songs[song].tempo if 0 <= song < len(songs) else None
+        if not 0 <= song < len(songs):
+            return None
+        st = songs[song].structure
+        return st.tempo if st is not None and st.tempo is not None else songs[song].tempo
 
     def _silent(self) -> bool:
         return getattr(self.daemon_, "role", "leader") in SILENT_ROLES

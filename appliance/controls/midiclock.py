@@ -2,12 +2,14 @@
 
 Why this shape: a sender that sleeps 1/48 s between ticks drifts away from the sound card
 (every late wake-up is kept forever, and the card's crystal is not the CPU's). Here every
-message belongs to a song frame: tick k of a song at `tempo` BPM is frame
-k * rate * 60 / (tempo * 24), quarter frame q of MTC at `fps` is frame q * rate / (4 * fps).
-`SyncScheduler.step` is given the engine's position (song, frame at the DAC now, playing,
-monotonic ns) and returns the messages whose frame has been reached plus the monotonic time
-of the next one, so the sender thread only decides when to wake up: a late wake-up makes one
-message late, never the ones after it, and the tick count always equals the audio position.
+message belongs to a song frame: tick k of a song is where its tempo map puts quarter note
+k / 24 after bar 1 beat 1 (so the clock follows tempo changes, meter changes and ramps, and
+never accumulates a rounding of its own), quarter frame q of MTC at `fps` is frame
+q * rate / (4 * fps). `SyncScheduler.step` is given the engine's position (song, frame at
+the DAC now, playing, monotonic ns) and returns the messages whose frame has been reached
+plus the monotonic time of the next one, so the sender thread only decides when to wake up:
+a late wake-up makes one message late, never the ones after it, and the tick count always
+equals the audio position.
 
 No threads, no clocks, no I/O: tests drive it with made-up positions.
 """
@@ -15,8 +17,11 @@ No threads, no clocks, no I/O: tests drive it with made-up positions.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from ..tempomap import TempoChange, TempoMap
 
 CLOCK, START, CONTINUE, STOP = 0xF8, 0xFA, 0xFB, 0xFC
 SONG_POSITION = 0xF2
@@ -25,12 +30,20 @@ PPQN = 24                 # MIDI clock ticks per quarter note
 TICKS_PER_SPP = 6         # song position pointer counts 16th notes
 MTC_RATE_CODE = {24: 0, 25: 1, 30: 3}  # 30 = 30 fps non-drop
 
-# A position more than this far from where the previous one predicts is a jump (restart of
-# the same song, a stall): the receivers are re-located instead of being fed a burst.
+# A position that moved this much against the one before (more than the position
+# estimate's own jitter, about two ticks at the fastest tempo) is a jump: a jump or a vamp's
+# turn, a restart. Receivers are re-located, never fed a burst or left a tick ahead.
+JUMP_MIN_S = 0.015
+# A position this far behind its prediction (a stall the audio will not make up) is
+# re-located too; shorter stalls only hold the ticks back, as the audio itself was held.
 JUMP_S = 0.25
 # Messages this late are still sent (a receiver counting clocks must not lose one); later
 # than this the stream is re-located instead.
 MAX_LATE_S = 0.25
+# A jump seen at most this long after a 16th-note line (a section start, the top of a vamp)
+# resumes from that line, its tick sent a little late: a downbeat played late beats a
+# downbeat the drum machine skips.
+CATCH_UP_S = 0.03
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,61 @@ class Timed:
 
 def frames_per_tick(tempo: float, rate: int) -> float:
     return rate * 60.0 / (tempo * PPQN)
+
+
+class TickGrid:
+    """Clock tick k <-> song frame for one song: tick 0 is bar 1 beat 1, and a beat of a
+    meter is 96 / unit ticks (a quarter is 24 whatever the meter counts: 12 a beat in 6/8),
+    so tick k is the map's frame of the beat position it stands for. Per tempo change, its
+    first tick and bar are kept, so a tick costs a bisection and one `frame_at`; ticks
+    before bar 1 continue at the first change's tempo, as the map's bars do."""
+
+    def __init__(self, tmap: TempoMap):
+        self.map = tmap
+        self._tick: list[int] = []    # first tick of each change
+        self._bar: list[int] = []     # its bar
+        self._per_bar: list[int] = []  # ticks a bar
+        self._per_beat: list[int] = []
+        tick = 0
+        for i, c in enumerate(tmap.changes):
+            if i:
+                tick += (c.bar - tmap.changes[i - 1].bar) * self._per_bar[-1]
+            per_beat = PPQN * 4 // c.meter.unit   # BEAT_UNITS all divide 96
+            self._tick.append(tick)
+            self._bar.append(c.bar)
+            self._per_beat.append(per_beat)
+            self._per_bar.append(per_beat * c.meter.beats)
+
+    def frame(self, k: int) -> int:
+        i = max(0, bisect_right(self._tick, k) - 1)
+        bars, rest = divmod(k - self._tick[i], self._per_bar[i])
+        return self.map.frame_at(self._bar[i] + bars, 1.0 + rest / self._per_beat[i])
+
+    def position(self, frame: int) -> float:
+        """Ticks (fractional) after bar 1 beat 1 at `frame`; negative before it. Inside a
+        beat it is linear in frames, so callers settle the exact tick with `frame`."""
+        bar, beat, into = self.map.where(frame)
+        i = max(0, bisect_right(self._bar, bar) - 1)
+        beats = (bar - self._bar[i]) * (self._per_bar[i] // self._per_beat[i]) + beat - 1
+        return self._tick[i] + (beats + into) * self._per_beat[i]
+
+    def first_at(self, frame: int) -> int:
+        """The first tick at or after `frame`."""
+        k = math.ceil(self.position(frame))
+        while self.frame(k - 1) >= frame:
+            k -= 1
+        while self.frame(k) < frame:
+            k += 1
+        return k
+
+    def sixteenth_before(self, frame: int) -> int:
+        """The 16th-note line at or before `frame` (SPP counts: 0 at bar 1 beat 1)."""
+        s = math.floor(self.position(frame) / TICKS_PER_SPP)
+        while self.frame(s * TICKS_PER_SPP) > frame:
+            s -= 1
+        while self.frame((s + 1) * TICKS_PER_SPP) <= frame:
+            s += 1
+        return s
 
 
 def mtc_fields(tc_frame: int, fps: int) -> tuple[int, int, int, int]:
@@ -89,31 +157,41 @@ def song_position(sixteenths: int) -> tuple[int, int, int]:
 class SyncScheduler:
     """Which clock / MTC messages are due, given where the audio is.
 
-    - Song starts at frame 0 (seen within the first 16th note): Start, then tick 0 at
-      frame 0, tick k at frame k * frames_per_tick. A full-frame MTC message, then quarter
-      frames from piece 0.
+    - `tempo_of(song)` gives the song's TempoMap (or one tempo in BPM of quarter notes, a
+      4/4 map from frame 0; None: no clock, only MTC).
+    - Before bar 1 (a count-in, audio before the map's `start`): ticks run, so receivers
+      have the tempo, but no Start; Start goes out just before tick 0 at bar 1 beat 1,
+      which is the receivers' song position 0 (there is no negative one).
+    - Song starts at bar 1 (seen within its first 16th note): Start, then the ticks from
+      tick 0. MTC: a full-frame message, then quarter frames from piece 0 at frame 0.
     - Resume from pause, or any other entry mid-song: Song Position Pointer at the next 16th
       note and Continue; ticks from that 16th note on (MIDI receivers resume on the next
       clock after Continue). MTC: full frame, then quarter frames from the next even frame.
+    - A jump or a vamp's turn (the position moves against the one before by more than
+      JUMP_MIN_S): the same, except that a 16th-note line passed less than CATCH_UP_S ago is
+      where it resumes (a section start is on one), so the SPP names the target's 16th.
     - Pause, stop, end of song: Stop (MTC just stops, as tape would).
-    - Another song, or a position jump: Stop, then as above.
-    - A song without `tempo` gets no clock, only MTC.
+    - Another song: Stop, then as above.
     """
 
-    def __init__(self, rate: int, tempo_of: Callable[[int], float | None], clock: bool = True,
-                 mtc: bool = False, fps: int = 25, early_ns: int = 0):
+    def __init__(self, rate: int, tempo_of: Callable[[int], TempoMap | float | None],
+                 clock: bool = True, mtc: bool = False, fps: int = 25, early_ns: int = 0,
+                 jump_s: float = JUMP_MIN_S):
         self.rate = rate
         self.tempo_of = tempo_of
         self.clock = clock
         self.mtc = mtc
         self.fps = fps
         self.early_frames = early_ns * rate / 1e9
+        self.jump_frames = jump_s * rate
         self.fpq = rate / (4.0 * fps)        # frames per quarter frame
         self.song = -1
         self.running = False                 # following a playing song
         self.clock_on = False                # Start/Continue sent and no Stop since
-        self.fpt = 0.0                       # frames per tick of the current song (0: none)
+        self.grid: TickGrid | None = None    # the current song's ticks (None: no clock)
+        self._grids: dict[TempoMap, TickGrid] = {}
         self.next_tick = 0
+        self.next_tick_frame = 0
         self.next_qf = 0
         self.last_frame = 0
         self.last_ns = 0
@@ -133,18 +211,25 @@ class SyncScheduler:
                 self.clock_on = False
             self.running = False
             return out, None
-        if not self.running or song != self.song or self._jumped(frame, now_ns):
+        if not self.running or song != self.song:
             self._locate(song, frame, out)
+        elif self._jumped(frame, now_ns):
+            self._locate(song, frame, out, jump=True)
         self.last_frame, self.last_ns = frame, now_ns
         limit = frame + self.early_frames
         late = MAX_LATE_S * self.rate
         due: list[Timed] = []
-        if self.clock_on and self.fpt:
-            if self.next_tick * self.fpt < frame - late:
+        grid = self.grid
+        if grid is not None:
+            if self.next_tick_frame < frame - late:
                 self._locate(song, frame, out)
-            while self.next_tick * self.fpt <= limit:
-                due.append(Timed((CLOCK,), "clock", song, self.next_tick * self.fpt))
+            while self.next_tick_frame <= limit:
+                if self.next_tick == 0 and not self.clock_on:   # bar 1 after a count-in
+                    due.append(Timed((START,), "start", song, self.next_tick_frame))
+                    self.clock_on = True
+                due.append(Timed((CLOCK,), "clock", song, self.next_tick_frame))
                 self.next_tick += 1
+                self.next_tick_frame = grid.frame(self.next_tick)
         if self.mtc:
             if self.next_qf * self.fpq < frame - late:
                 self._locate_mtc(song, frame, out)
@@ -156,8 +241,8 @@ class SyncScheduler:
         due.sort(key=lambda m: m.frame)
         out.extend(due)
         targets = []
-        if self.clock_on and self.fpt:
-            targets.append(self.next_tick * self.fpt)
+        if grid is not None:
+            targets.append(self.next_tick_frame)
         if self.mtc:
             targets.append(self.next_qf * self.fpq)
         if not targets:
@@ -167,10 +252,31 @@ class SyncScheduler:
 
     # ---- internals ------------------------------------------------------------------------
     def _jumped(self, frame: int, now_ns: int) -> bool:
+        """Backwards at all, or ahead of the time gone by: only a jump moves the audio so.
+        Behind it is a stall (an underrun holds the audio too), a jump only past JUMP_S."""
+        if frame < self.last_frame - self.jump_frames:
+            return True
         expected = self.last_frame + (now_ns - self.last_ns) * self.rate / 1e9
-        return abs(frame - expected) > JUMP_S * self.rate
+        return frame > expected + self.jump_frames or frame < expected - JUMP_S * self.rate
 
-    def _locate(self, song: int, frame: int, out: list[Timed]) -> None:
+    def _grid_of(self, song: int) -> TickGrid | None:
+        tempo = self.tempo_of(song) if self.clock else None
+        if tempo is None:
+            return None
+        if not isinstance(tempo, TempoMap):
+            if not tempo > 0:
+                return None
+            tempo = TempoMap([TempoChange(1, float(tempo))], 0.0, self.rate)
+        elif tempo.rate != self.rate:
+            tempo = TempoMap(tempo.changes, tempo.start_s, self.rate)
+        grid = self._grids.get(tempo)
+        if grid is None:
+            if len(self._grids) > 64:    # a reloaded show's maps replace the old ones
+                self._grids.clear()
+            grid = self._grids[tempo] = TickGrid(tempo)
+        return grid
+
+    def _locate(self, song: int, frame: int, out: list[Timed], jump: bool = False) -> None:
         if self.running:
             self.relocations += 1
         if self.clock_on:
@@ -178,21 +284,29 @@ class SyncScheduler:
             self.clock_on = False
         self.song = song
         self.running = True
-        tempo = self.tempo_of(song) if self.clock else None
-        self.fpt = frames_per_tick(tempo, self.rate) if tempo else 0.0
-        if self.fpt:
-            ticks = frame / self.fpt
-            if ticks < TICKS_PER_SPP:
-                out.append(Timed((START,), "start", song, 0))
-                self.next_tick = 0
-            else:
-                sixteenth = math.ceil(ticks / TICKS_PER_SPP)
-                out.append(Timed(song_position(sixteenth), "spp", song, frame))
-                out.append(Timed((CONTINUE,), "continue", song, frame))
-                self.next_tick = sixteenth * TICKS_PER_SPP
-            self.clock_on = True
+        self.grid = self._grid_of(song)
+        if self.grid is not None:
+            self._locate_clock(song, frame, out, jump)
         if self.mtc:
             self._locate_mtc(song, frame, out)
+
+    def _locate_clock(self, song: int, frame: int, out: list[Timed], jump: bool) -> None:
+        grid = self.grid
+        s = grid.sixteenth_before(frame)
+        if s < 0:                              # before bar 1: Start comes at tick 0
+            self.next_tick = grid.first_at(frame)
+        elif s == 0:
+            out.append(Timed((START,), "start", song, grid.frame(0)))
+            self.clock_on = True
+            self.next_tick = 0
+        else:
+            if not (jump and frame - grid.frame(s * TICKS_PER_SPP) <= CATCH_UP_S * self.rate):
+                s += 1
+            out.append(Timed(song_position(s), "spp", song, frame))
+            out.append(Timed((CONTINUE,), "continue", song, frame))
+            self.clock_on = True
+            self.next_tick = s * TICKS_PER_SPP
+        self.next_tick_frame = grid.frame(self.next_tick)
 
     def _locate_mtc(self, song: int, frame: int, out: list[Timed]) -> None:
         # Groups of eight quarter frames start on even frames. One quarter frame of slack, so

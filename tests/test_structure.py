@@ -380,3 +380,23 @@ def test_the_example_song_loads():
     # the show's click reaches the songs that say nothing of it
     opener = cfg.songs[0]
     assert opener.structure.click.mode == "auto" and opener.structure.jump_when == "bar"
+
+
+def test_structure_actions_parse_and_round_trip():
+    """jump/vamp/cancel from every control: the config's text, the socket's JSON and ctl's
+    words all make the same Action, and str() parses back (the pair's wire relies on it)."""
+    from appliance.actions import parse_action, request_action
+    from appliance.ctl import words_to_request
+    for text in ("jump chorus", "jump verse 1 bar", "jump next_section now", "vamp", "vamp 2",
+                 "cancel"):
+        a = parse_action(text)
+        assert a is not None and parse_action(str(a)) == a, text
+    assert request_action({"cmd": "jump", "to": "chorus", "when": "bar"})[0] == \
+        parse_action("jump chorus bar")
+    assert request_action({"cmd": "vamp", "bars": 2})[0] == parse_action("vamp 2")
+    assert request_action({"cmd": "vamp", "bars": 0})[0] is None
+    assert request_action({"cmd": "jump"})[0] is None
+    assert words_to_request(["jump", "verse", "1", "4_bars"]) == \
+        {"cmd": "jump", "to": "verse 1 4_bars"}
+    assert words_to_request(["vamp", "4"]) == {"cmd": "vamp", "bars": 4}
+    assert words_to_request(["cancel"]) == {"cmd": "cancel"}

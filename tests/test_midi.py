@@ -4,8 +4,10 @@ a test "gear" port receiving program changes, clock and MTC, judged against the 
 
 from __future__ import annotations
 
+import json
 import random
 import re
+import socket
 import time
 from pathlib import Path
 
@@ -474,3 +476,67 @@ def test_no_sequencer_or_server_is_retried_quietly_never_raised(monkeypatch, cap
     alsa = _Port("out", "alsa", "surely-no-such-port-here", "backtrack-out")
     assert alsa.poll() is False and alsa.port_name is None
     alsa.close()
+
+
+def ctl(show, req: dict) -> dict:
+    """One request on the daemon's control socket, as `backtrack ctl` sends it."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(show.socket)
+        s.sendall((json.dumps(req) + "\n").encode())
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return json.loads(buf)
+
+
+def c_out(d):
+    return next(c for c in d.components if hasattr(c, "output")).output
+
+
+def test_jump_sends_song_position_of_the_section(inproc, jack_audio, tmp_path):  # noqa: F811
+    """`jump chorus now` over the control socket while song 1 plays: the gear gets Stop, Song
+    Position Pointer 32 (the chorus is bar 3: 8 quarters, 32 16ths in), Continue and a
+    full-frame MTC at 00:00:04:00, then the clock goes on at the tempo, with no burst."""
+    show = make_show(tmp_path, [10.0, 1.0], extra=MIDI_YAML)
+    text = show.config.read_text().replace(
+        '  - title: "Song 1"\n', '  - title: "Song 1"\n    tempo: 120\n'
+        "    sections: [{name: intro, at: 1}, {name: chorus, at: 3}]\n")
+    show.config.write_text(text)
+    gear = Gear(jack_audio.environ())
+    try:
+        d = inproc(show.config)
+        wait_for(lambda: c_out(d).port.port_name is not None, 5, "MIDI out connected")
+        time.sleep(0.3)
+        assert ctl(show, {"cmd": "play"})["ok"]
+        wait_state(d, "playing", 1)
+        time.sleep(1.0)
+        t_jump = time.monotonic_ns()
+        r = ctl(show, {"cmd": "jump", "to": "chorus", "when": "now"})
+        assert r["ok"], r
+        wait_for(lambda: d.status()["section"] == "chorus", 3, "the chorus")
+        time.sleep(1.0)
+        ctl(show, {"cmd": "stop"})
+        time.sleep(0.2)
+        msgs = gear.stop()
+    finally:
+        gear.close()
+    after = [(m, t) for m, t in msgs if t >= t_jump]
+    spps = [(i, m) for i, (m, _t) in enumerate(after) if m[0] == SONG_POSITION]
+    assert len(spps) == 1, after[:12]
+    i, spp = spps[0]
+    assert spp[1] | spp[2] << 7 == 32, spp
+    assert after[i - 1][0] == [STOP] and after[i + 1][0] == [CONTINUE], after[i - 2:i + 3]
+    assert [0xF0, 0x7F, 0x7F, 0x01, 0x01, 0x20, 0, 4, 0, 0xF7] in [m for m, _t in after]
+    # before the jump, no relocation (the song ran from its Start)
+    assert [m for m, t in msgs if t < t_jump and m[0] in (SONG_POSITION, CONTINUE)] == []
+    # after Continue: the clock at 120 BPM (48 ticks a second), no burst
+    t_cont = after[i + 1][1]
+    stops = [t for m, t in after[i + 2:] if m == [STOP]]
+    ticks = [t for m, t in after[i + 2:] if m == [CLOCK] and t < stops[0]]
+    span_s = (ticks[-1] - ticks[0]) / 1e9
+    assert abs(len(ticks) - 1 - span_s * 48) <= 2, (len(ticks), span_s)
+    assert sum(t < t_cont + 15_000_000 for t in ticks) <= 2, [(t - t_cont) / 1e6 for t in ticks[:5]]

@@ -12,9 +12,14 @@ those facts to the report (problems, warnings, playable); `format_report` render
 person. `main` glues them to the CLI.
 
 Severity: whatever stops a song from playing as written (a stem that cannot be read, is
-truncated or cannot be routed; a device that refuses the rate, format or channels) is an
-error; what plays but deserves a look (duplicate titles, stems of different lengths,
-clipping, a device that is not plugged in right now) is a warning. Exit 0 = playable.
+truncated or cannot be routed; a click sample or a recorded voice cue that cannot be read;
+a device that refuses the rate, format or channels) is an error; what plays but deserves a
+look (duplicate titles, stems of different lengths, clipping, a count-in without a click,
+a spoken cue espeak-ng could not make, a device that is not plugged in right now) is a
+warning. Exit 0 = playable.
+
+It also speaks the voice guide's section names into the cache (espeak-ng), as the cache
+warmer does on the box: the decode thread only reads spoken cues from there.
 """
 
 from __future__ import annotations
@@ -30,8 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from .audio.click import read_sample
 from .audio.formats import Converter
+from .audio.overlays import cue_file, make_spoken_cues
 from .audio.source import SongReader, cache_path, probe
+from .audio.voiceguide import load_cue
 from .config import Config, ConfigError, Device, Problem, Song, load
 from .devices import quiet_stderr
 from .errors import UserError
@@ -66,6 +74,25 @@ class StemFacts:
 
 
 @dataclass
+class AssetFacts:
+    """A file a song's click or voice guide plays besides its stems (a click sample, a
+    recorded cue), as opening it found it: `problem` when it cannot play as written, `note`
+    when it plays but deserves a look. `file`, `line`, `key` say where it is written (file
+    None: the show file); `shared`: the show file writes it for every song, so it is
+    reported once, not once per song."""
+
+    what: str                 # "accent sound", "cue for 'chorus'"
+    path: str
+    file: str | None
+    line: int
+    key: str
+    problem: str | None = None
+    note: str | None = None
+    shared: bool = False
+    fallback: str = ""        # what plays instead when it cannot
+
+
+@dataclass
 class SongFacts:
     index: int
     title: str
@@ -79,6 +106,11 @@ class SongFacts:
     key: str = ""             # key path of the song in that file (`songs[2]` inline)
     setlists: list[str] = field(default_factory=list)  # "friday #3", ...; none: unused
     structure: Structure | None = None  # sections and ramps, checked against `frames`
+    assets: list[AssetFacts] = field(default_factory=list)
+    spoken: list[str] = field(default_factory=list)      # sections spoken from the cache
+    unspoken: list[tuple[str, str]] = field(default_factory=list)  # (section, why not)
+    # where structure keys are written: key -> (file or None for the show file, line, key)
+    where: dict[str, tuple[str | None, int, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -169,11 +201,161 @@ def inspect_song(cfg: Config, index: int, block: int = BLOCK,
         facts.resampled_from, facts.decoder = info.resampled_from, info.decoder
         if info.cache_file is not None:
             facts.cache_file = str(info.cache_file)
-    return SongFacts(index=index, title=song.title, after=song.after, line=song.line,
-                     stems=stems, frames=reader.frames, clipped=conv.clipped,
-                     peaks=[float(p) for p in peaks],
-                     file=str(song.file) if song.file else None, key=what.key,
-                     setlists=list(what.setlists), structure=song.structure)
+    facts = SongFacts(index=index, title=song.title, after=song.after, line=song.line,
+                      stems=stems, frames=reader.frames, clipped=conv.clipped,
+                      peaks=[float(p) for p in peaks],
+                      file=str(song.file) if song.file else None, key=what.key,
+                      setlists=list(what.setlists), structure=song.structure)
+    inspect_structure(cfg, what, facts)
+    return facts
+
+
+def inspect_structure(cfg: Config, what: ToCheck, facts: SongFacts) -> None:
+    """Open the click samples and recorded cues the song plays, speak its other cues into
+    the cache, and note where its count-in is written (for the report's messages)."""
+    st = what.song.structure
+    if st is None:
+        return
+    rate = cfg.device.rate
+    at = _Locator(cfg, what)
+    if st.click is not None and st.click.mode != "off":
+        for role, path in st.click.sounds.items():
+            samples, why = read_sample(path, rate, f"{role} sound")
+            file, line, key, shared = at.find(("click", "sounds", role))
+            facts.assets.append(AssetFacts(
+                f"{role} sound", str(path), file, line, key,
+                problem=why if samples is None else None,
+                note=why if samples is not None and why else None, shared=shared,
+                fallback=f"the built-in {role} sound plays instead"))
+    if st.guide is not None and st.guide.mode != "off":
+        for sec in st.sections:
+            path = cue_file(st.guide, sec.name)
+            if path is None:
+                continue
+            samples, why = load_cue(path, rate)
+            file, line, key, shared = at.find(("guide", "files", sec.name))
+            facts.assets.append(AssetFacts(
+                f"cue for '{sec.name}'", str(path), file, line, key,
+                problem=why if samples is None else None,
+                note=why if samples is not None and why else None, shared=shared,
+                fallback=f"the voice guide does not announce '{sec.name}'"))
+    made, failed = make_spoken_cues([what.song], rate, cfg.cache_dir)
+    facts.spoken = [name for _song, name in made]
+    facts.unspoken = [(name, why) for _song, name, why in failed]
+    if st.count_in:
+        file, line, key, _shared = at.find(("count_in",), setlists=True)
+        facts.where["count_in"] = (file, line, key)
+
+
+class _Locator:
+    """Where a structure key of one song is written: a setlist entry's override, else the
+    song's own (its song file, or its entry under `songs:`), else the show file's default.
+    Config keeps values, not lines, and these messages must point at a line."""
+
+    def __init__(self, cfg: Config, what: ToCheck):
+        self.show = cfg.path
+        song = what.song
+        self.song_line = song.line
+        m = re.fullmatch(r"songs\[(\d+)\]", what.key)
+        if song.file is not None:
+            self.song_file, self.song_path, self.prefix = song.file, (), ""
+        elif m:
+            self.song_file, self.song_path = cfg.path, ("songs", int(m.group(1)))
+            self.prefix = f"{what.key}."
+        else:
+            self.song_file, self.song_path, self.prefix = None, (), ""
+        self.entries = []
+        for text in what.setlists:
+            name, _sep, number = text.rpartition(" #")
+            if number.isdigit():
+                self.entries.append((name, int(number) - 1))
+
+    def find(self, keys: tuple[str, ...], setlists: bool = False
+             ) -> tuple[str | None, int, str, bool]:
+        """(file or None for the show file, line, key path, written in the show file for
+        every song)."""
+        if setlists:
+            for name, j in self.entries:
+                hit = _yaml_path(self.show, ("setlists", name, j), keys)
+                if hit is not None:
+                    return None, hit[0], f"setlists.{name}[{j}].{hit[1]}", False
+        song_file = None if self.song_file == self.show else \
+            (str(self.song_file) if self.song_file else None)
+        if self.song_file is not None:
+            hit = _yaml_path(self.song_file, self.song_path, keys)
+            if hit is not None:
+                return song_file, hit[0], f"{self.prefix}{hit[1]}", False
+        hit = _yaml_path(self.show, (), keys)
+        if hit is not None:
+            return None, hit[0], hit[1], True
+        return song_file, self.song_line, self.prefix + ".".join(keys), False
+
+
+def _yaml_path(path: Path, base: tuple[str | int, ...], keys: tuple[str, ...]
+               ) -> tuple[int, str] | None:
+    """(line, key path as written) of the deepest node along `keys` under `base` in a YAML
+    file, when at least `keys[0]` is there; mapping keys match ignoring case when they do
+    not match exactly (section names in `guide.files`)."""
+    node = _yaml_root(path)
+    for k in base:
+        node = _yaml_child(node, k)
+        if node is None:
+            return None
+    found: list[str] = []
+    line = 0
+    for k in keys:
+        hit = _yaml_entry(node, k)
+        if hit is None:
+            break
+        name, node, line = hit
+        found.append(name)
+    if not found:
+        return None
+    return line, ".".join(found)
+
+
+_YAML_ROOTS: dict[tuple[str, int], Any] = {}
+
+
+def _yaml_root(path: Path) -> Any:
+    """The file's node tree (cached while the file is unchanged: every song asks the show
+    file), or None when it cannot be read: only a nicety for the messages."""
+    import yaml
+    try:
+        stamp = Path(path).stat().st_mtime_ns
+    except OSError:
+        return None
+    key = (str(path), stamp)
+    if key not in _YAML_ROOTS:
+        try:
+            _YAML_ROOTS[key] = yaml.compose(Path(path).read_text(encoding="utf-8"),
+                                            Loader=yaml.SafeLoader)
+        except Exception:  # noqa: BLE001 - config.load has read it; lines are a nicety
+            _YAML_ROOTS[key] = None
+    return _YAML_ROOTS[key]
+
+
+def _yaml_entry(node: Any, key: str) -> tuple[str, Any, int] | None:
+    """(key as written, value node, line of the key) of a mapping's entry."""
+    import yaml
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for exact in (True, False):
+        for k, v in node.value:
+            text = str(k.value)
+            if text == key if exact else text.casefold() == key.casefold():
+                return text, v, k.start_mark.line + 1
+    return None
+
+
+def _yaml_child(node: Any, key: str | int) -> Any:
+    import yaml
+    if isinstance(key, int):
+        if isinstance(node, yaml.SequenceNode) and 0 <= key < len(node.value):
+            return node.value[key]
+        return None
+    hit = _yaml_entry(node, key)
+    return hit[1] if hit is not None else None
 
 
 ALSA_ERRORS_MISSING = ("No such device", "No such file or directory", "Unknown PCM",
@@ -277,6 +459,7 @@ def build_report(cfg: Config, songs: list[SongFacts], device: DeviceFacts,
     problems: list[dict[str, Any]] = []
     warnings: list[dict[str, Any]] = [asdict(p) for p in cfg.warnings]
     out_songs = []
+    shared: dict[tuple[int, str], tuple[AssetFacts, str]] = {}  # the show file's, once
     for s in songs:
         sp: list[dict[str, Any]] = []
         sw: list[dict[str, Any]] = []
@@ -307,6 +490,18 @@ def build_report(cfg: Config, songs: list[SongFacts], device: DeviceFacts,
                 "cached_before": st.cached_before, "problem": st.problem,
             })
         sp.extend(structure_problems(cfg, s, grave))
+        for a in s.assets:
+            if a.shared:
+                if a.problem or a.note:
+                    seen = shared.get((a.line, a.key))
+                    if seen is None or (seen[1] == "warning" and grave == "error"):
+                        shared[(a.line, a.key)] = (a, grave)
+            elif a.problem:
+                sp.append(_problem(cfg, a.line, a.key, f"{a.problem}; {a.fallback}", grave,
+                                   a.file))
+            elif a.note:
+                sw.append(_problem(cfg, a.line, a.key, a.note, "warning", a.file))
+        sw.extend(structure_warnings(cfg, s))
         good = [st for st in s.stems if st.frames > 0 and not st.problem]
         if len(good) > 1:
             longest = max(st.frames for st in good)
@@ -346,8 +541,14 @@ def build_report(cfg: Config, songs: list[SongFacts], device: DeviceFacts,
             "frames": s.frames, "duration_s": round(s.frames / rate, 3),
             "duration": fmt_duration(s.frames / rate), "clipped": s.clipped,
             "peak_dbfs": _dbfs(max(s.peaks)) if s.peaks else None,
-            "stems": stems_out, "problems": sp, "warnings": sw,
+            "stems": stems_out, "problems": sp, "warnings": sw, "spoken_cues": s.spoken,
         })
+    for a, grave in shared.values():
+        if a.problem:
+            p = _problem(cfg, a.line, a.key, f"{a.problem}; {a.fallback}", grave, a.file)
+            (problems if grave == "error" else warnings).append(p)
+        else:
+            warnings.append(_problem(cfg, a.line, a.key, a.note or "", "warning", a.file))
     dev_out = _device_verdict(cfg, device, device_at or {}, problems, warnings)
     if peer_key:
         # `run` refuses to start the pair without it: an error, not a warning
@@ -397,6 +598,39 @@ def structure_problems(cfg: Config, s: SongFacts, severity: str = "error"
                                     f"bar {ch.bar + ch.bars} "
                                     f"({fmt_duration(end / rate)}), past the song's end: "
                                     f"{length}", severity, s.file))
+    return out
+
+
+def structure_warnings(cfg: Config, s: SongFacts) -> list[dict[str, Any]]:
+    """What plays, but not as the band expects: a count-in with no click to count it (it
+    would be bars of silence before bar 1), sections the voice guide cannot announce (no
+    spoken cue could be made: the decoder only reads them from the cache)."""
+    st = s.structure
+    if st is None:
+        return []
+    out = []
+    at = f"{s.key}." if s.key else ""
+    if st.count_in and st.tempo is not None and (st.click is None or st.click.mode == "off"):
+        file, line, key = s.where.get("count_in", (s.file, s.line, f"{at}count_in"))
+        out.append(_problem(cfg, line, key, f"count_in: {st.count_in} counts in silently: "
+                            f"'{s.title}' has no click (click: off, or no click: in the song "
+                            "or the show file), so play starts with "
+                            f"{st.count_in} bar{'s' if st.count_in != 1 else ''} of silence; "
+                            "give it a click (click: {to: OUTPUT}) or set count_in: 0",
+                            "warning", file))
+    by_reason: dict[str, list[str]] = {}
+    for name, why in s.unspoken:
+        by_reason.setdefault(why, []).append(name)
+    for why, names in by_reason.items():
+        j = next((i for i, sec in enumerate(st.sections) if sec.name == names[0]), 0)
+        line = st.sections[j].line if st.sections else s.line
+        listed = ", ".join(f"'{n}'" for n in names)
+        many = len(names) > 1
+        out.append(_problem(cfg, line, f"{at}sections[{j}]",
+                            f"no spoken cue for section{'s' if many else ''} {listed} of "
+                            f"'{s.title}': {why}; the voice guide does not announce "
+                            f"{'them' if many else 'it'} (or record one: guide.files)",
+                            "warning", s.file))
     return out
 
 
@@ -513,6 +747,9 @@ def format_report(report: dict[str, Any]) -> tuple[str, str]:
             if st["problem"]:
                 line += f"\n           !! {st['problem']}"
             lines.append(line)
+        if s.get("spoken_cues"):
+            lines.append(f"  voice guide: spoken cues in the cache for "
+                         f"{', '.join(s['spoken_cues'])}")
         peak = s["peak_dbfs"]
         level = f"peak {peak:+.1f} dBFS" if peak is not None else "silent"
         clip = f", {s['clipped']} samples clipped" if s["clipped"] else ", no clipping"

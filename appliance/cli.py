@@ -81,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--config", default=None, metavar="FILE", help=CONFIG_HELP)
     render.add_argument("--song", required=True, metavar="N|all")
     render.add_argument("--out", required=True, metavar="OUT.wav")
+    render.add_argument("--script", default=None, metavar="'EVENT@POS ...'",
+                        help="presses to make as the song plays: vamp@9.1, vamp2@9.1, "
+                             "release@11.1#2, jump:chorus@17.1, jump:outro:now@20.3, "
+                             "cancel@18 (positions bar.beat, bar or seconds: 83.5s)")
 
     ctl = sub.add_parser("ctl", help="control a running daemon")
     ctl.add_argument("--socket", default=None, metavar="PATH",
@@ -127,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               probe_device=not args.no_device, setlist=args.setlist)
         if args.command == "render":
             from .render import main as render_main
-            return render_main(config_path(args.config), args.song, args.out)
+            return render_main(config_path(args.config), args.song, args.out, args.script)
         if args.command == "ctl":
             from .ctl import main as ctl_main
             return ctl_main(args.socket, [args.command_word, *args.args], as_json=args.json,

@@ -10,6 +10,10 @@ setlist in use still needs, at the lowest CPU priority (SCHED_IDLE: only time no
 wants), and exits. The decoder then finds the files in the cache. Both write the same file
 atomically, so a song prepared while this runs is still right, only converted twice.
 
+The voice guide's spoken cues are made here too (espeak-ng, into the same cache), before
+the stems: the decode thread never runs a synthesiser, it only reads a cue the cache
+already holds, and a cue takes a fraction of a second where a stem may take seconds.
+
     python -m appliance.warmcache --config FILE [--setlist NAME] [--cache-dir DIR]
 """
 
@@ -24,6 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .audio.overlays import make_spoken_cues
 from .audio.source import cache_path, decode_to_cache, probe, resample_to_cache
 from .config import Config, Stem
 
@@ -72,6 +77,15 @@ def warm(cfg: Config) -> tuple[int, list[str]]:
     return done, failed
 
 
+def warm_cues(cfg: Config) -> tuple[int, list[str]]:
+    """Speak the section names of the setlist's songs into the cache (those the voice
+    guide announces without a recording of the user's); (how many are there now, what
+    could not be made and why). Never raises."""
+    made, failed = make_spoken_cues(cfg.songs, cfg.device.rate, cfg.cache_dir)
+    return len(made), [f"song '{song.title}': no spoken cue for section '{name}': {why}"
+                       for song, name, why in failed]
+
+
 def start(cfg: Config) -> subprocess.Popen | None:
     """Start the background conversion for the setlist in use (None when it cannot be)."""
     try:
@@ -116,10 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the daemon has loaded it; nothing to add here
         print(f"not converting ahead: {exc}", file=sys.stderr)
         return 1
+    _cues, unspoken = warm_cues(cfg)
+    for u in unspoken:
+        print(u, file=sys.stderr)
     done, failed = warm(cfg)
     for f in failed:
         print(f"not converted: {f}", file=sys.stderr)
-    return 0 if not failed else 1
+    return 0 if not (failed or unspoken) else 1
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ from ..songfile import Song
 from ..structure import parse_when
 from ..threads import Worker
 from ..transport import CUED, PAUSED, PLAYING, STOPPED, State, Transport
+from .crossfade import equal_power, fade_frames
 from .formats import FORMAT_INFO, Converter
-from .overlays import Overlays, overlays_for
+from .overlays import Overlays, overlays_for, spoken_cues_cached
 from .sink import AlsaSink
 from .source import SongReader
 from .writer import Slot, Writer
@@ -98,7 +99,7 @@ class Decoder(Worker):
         self._prefill = int(PREFILL_S * dev.rate)
         # what is generated from the song's frame (click, timecode, spoken cues), per slot
         self.overlays: dict[int, Overlays | None] = {}
-        self._overlay_cache: dict[int, tuple[Song, Overlays | None]] = {}
+        self._overlay_cache: dict[int, tuple[Song, Overlays | None, bool]] = {}
 
     def step(self) -> None:
         try:
@@ -165,6 +166,10 @@ class Decoder(Worker):
         """One per song of the config in use (pure functions of the song frame: the slots of
         one song share it); built on first use, in this thread, from files the cache holds."""
         hit = self._overlay_cache.get(id(song))
+        if hit is not None and hit[0] is song and not hit[2] and song.structure is not None \
+                and song.structure.guide is not None and spoken_cues_cached(
+                    song, self.cfg.device.rate, self.cfg.cache_dir):
+            hit = None  # built while the cache warmer was still speaking its cues
         if hit is None or hit[0] is not song:
             try:
                 made = overlays_for(song, self.cfg.device.rate, self.cfg.cache_dir, DECODE_BLOCK)
@@ -174,7 +179,9 @@ class Decoder(Worker):
                 made = None
             if len(self._overlay_cache) > 64:
                 self._overlay_cache.clear()
-            hit = self._overlay_cache[id(song)] = (song, made)
+            cued = song.structure is None or song.structure.guide is None or \
+                spoken_cues_cached(song, self.cfg.device.rate, self.cfg.cache_dir)
+            hit = self._overlay_cache[id(song)] = (song, made, cued)
         return hit[1]
 
     def _retarget(self, slot: Slot) -> None:
@@ -506,11 +513,8 @@ class Engine:
         slot = self._ready_slot(song, target) if wait else self._prepare((song, target))
         if slot is None or self._playing < 0:
             return False
-        n = max(1, int((st.crossfade_ms if st is not None else 10.0)
-                       * self.cfg.device.rate / 1000))
-        t = (np.arange(n, dtype=np.float64) + 0.5) / n * (np.pi / 2)
-        g_out = np.cos(t).astype(np.float32).reshape(-1, 1)
-        g_in = np.sin(t).astype(np.float32).reshape(-1, 1)
+        g_out, g_in = equal_power(fade_frames(st.crossfade_ms if st is not None else None,
+                                              self.cfg.device.rate))
         self._switch_tags += 1
         tag = (kind, self._switch_tags)
         self._consumed.add(slot.index)

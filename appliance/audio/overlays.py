@@ -23,7 +23,7 @@ from ..songfile import Song
 from ..structure import GuideSpec
 from .click import ClickRenderer, ClickSounds
 from .ltc import LtcEncoder
-from .voiceguide import GuideRenderer, cached_spoken, load_cue, spoken
+from .voiceguide import GuideRenderer, cached_spoken, load_cue, spoken, spoken_path
 
 log = logging.getLogger("backtrack.engine")
 
@@ -131,6 +131,13 @@ def spoken_sections(song: Song) -> list[str]:
     if st is None or st.guide is None or st.guide.mode == "off" or not st.sections:
         return []
     return [sec.name for sec in st.sections if cue_file(st.guide, sec.name) is None]
+
+
+def spoken_cues_cached(song: Song, rate: int, cache_dir: Path) -> bool:
+    """Whether the cache holds every spoken cue of `song` (a stat per section): overlays
+    built while one was missing (the cache warmer still at work after a start) lack that
+    cue, and are worth building again once this says True."""
+    return all(spoken_path(name, rate, cache_dir).exists() for name in spoken_sections(song))
 
 
 def make_spoken_cues(songs: Sequence[Song], rate: int, cache_dir: Path

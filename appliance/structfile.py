@@ -48,7 +48,7 @@ SHOW_KEYS = ("click", "ltc", "guide", "count_in", "jump_when", "crossfade_ms")
 CLICK_KEYS = ("to", "mode", "level_db", "subdivision", "accent", "sounds")
 CLICK_SOUNDS = ("accent", "beat", "sub")
 LTC_KEYS = ("to", "fps", "drop_frame", "start", "level_db")
-GUIDE_KEYS = ("to", "mode", "files", "level_db")
+GUIDE_KEYS = ("to", "mode", "files", "level_db", "count")
 TEMPO_CHANGE_KEYS = ("bar", "bpm", "meter", "ramp_to", "bars")
 START_MAX_S = 3600.0
 RAMP_BARS_MAX = 1000
@@ -538,8 +538,10 @@ def read_guide(r: NodeReader, node: yaml.Node | None, key: str,
                 files[sec] = resolve(base, f)
     if mode is None:
         return None
+    count = r.boolean(m.get("count"), f"{key}.count", default=True)
     return GuideSpec(to=chans, outputs=names, mode=mode, files=files,
-                     level_db=_level(r, m.get("level_db"), f"{key}.level_db", 0.0))
+                     level_db=_level(r, m.get("level_db"), f"{key}.level_db", 0.0),
+                     count=True if count is None else count)
 
 
 def _guide_for(guide: GuideSpec | None, sections: tuple[Section, ...]) -> GuideSpec | None:

@@ -129,6 +129,7 @@ class GuideSpec:
     mode: str = "auto"
     files: dict[str, Path] = field(default_factory=dict, hash=False)
     level_db: float = 0.0
+    count: bool = True   # speak the count-in's beats ("one, two, three, four")
 
 
 @dataclass(frozen=True)

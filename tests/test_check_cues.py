@@ -247,3 +247,29 @@ def test_warmer_child_process_makes_cues_and_says_what_it_could_not(tmp_path, es
     r = run({})
     assert r.returncode == 0, r.stderr
     assert cached_spoken("bridge", RATE, tmp_path / ".backtrack-cache")[0] is not None
+
+
+def test_count_in_is_spoken_on_its_beats(tmp_path):
+    """With the guide on and a count-in, the count's numbers are spoken into the cache with
+    the section names, and the decoder's overlay has each one starting on its beat."""
+    from appliance.audio.overlays import count_words, overlays_for, spoken_sections
+    from appliance.audio.voiceguide import spoken
+    tm = TempoMap([TempoChange(1, 120.0)], 0.0, RATE)
+    st = Structure(tempo=tm, sections=(Section("verse", 0),), count_in=1,
+                   guide=GuideSpec(to=(0,), outputs=("cue",)))
+    from appliance.songfile import Song
+    song = Song(title="T", stems=(), structure=st)
+    words = count_words(song)
+    assert [w for _f, w in words] == ["one", "two", "three", "four"]
+    assert [f for f, _w in words] == [-96000, -72000, -48000, -24000]
+    assert spoken_sections(song) == ["one", "two", "three", "four", "verse"]
+    for w in spoken_sections(song):
+        assert spoken(w, RATE, tmp_path)[0] is not None
+    ov = overlays_for(song, RATE, tmp_path, 16384)
+    mix = np.zeros((16384, 1), np.float32)
+    for f, _w in words:
+        mix.fill(0.0)
+        ov.render(f - 100, mix)
+        assert not mix[:100].any() and np.abs(mix[100:2500]).max() > 0.05, f
+    quiet = Structure(tempo=tm, count_in=1, guide=GuideSpec(to=(0,), count=False))
+    assert count_words(Song(title="Q", stems=(), structure=quiet)) == []

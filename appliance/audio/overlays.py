@@ -97,9 +97,15 @@ def guide_part(song: Song, rate: int, cache_dir: Path) -> tuple[tuple[int, ...],
     spoken cue the cache holds: `check` and the cache warmer make them with espeak-ng;
     never here, in the decode thread)."""
     st = song.structure
-    if st is None or st.guide is None or st.guide.mode == "off" or not st.sections:
+    if st is None or st.guide is None or st.guide.mode == "off":
         return None
     cues: list[tuple[int, np.ndarray]] = []
+    for frame, word in count_words(song):
+        samples, why = cached_spoken(word, rate, cache_dir)
+        if samples is None:
+            log.warning("song '%s': no spoken count '%s': %s", song.title, word, why)
+            continue
+        cues.append((frame, samples))
     for sec in st.sections:
         file = cue_file(st.guide, sec.name)
         if file is not None:
@@ -123,14 +129,31 @@ def cue_file(guide: GuideSpec, section: str) -> Path | None:
     return guide.files.get(section) or guide.files.get(section.casefold())
 
 
-def spoken_sections(song: Song) -> list[str]:
-    """The sections of `song` whose cue is spoken by espeak-ng (guide on, no recording):
-    the cues that must be in the cache before the song plays, since the decode thread only
-    reads them there."""
+COUNT_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+               "eleven", "twelve")
+
+
+def count_words(song: Song) -> list[tuple[int, str]]:
+    """(song frame, word) of each beat of the count-in, spoken on the beat: "one, two,
+    three, four" each bar (guide on with `count: true`, the default)."""
     st = song.structure
-    if st is None or st.guide is None or st.guide.mode == "off" or not st.sections:
+    if st is None or st.guide is None or st.guide.mode == "off" or not st.guide.count \
+            or st.tempo is None or st.count_in <= 0:
         return []
-    return [sec.name for sec in st.sections if cue_file(st.guide, sec.name) is None]
+    return [(f, COUNT_WORDS[beat - 1]) for f, _bar, beat, _sub in
+            st.tempo.onsets(st.count_in_start(), st.tempo.start_frame)
+            if beat <= len(COUNT_WORDS)]
+
+
+def spoken_sections(song: Song) -> list[str]:
+    """What of `song` is spoken by espeak-ng (guide on, no recording): section names and
+    the count-in's numbers, the cues that must be in the cache before the song plays,
+    since the decode thread only reads them there."""
+    st = song.structure
+    if st is None or st.guide is None or st.guide.mode == "off":
+        return []
+    words = list(dict.fromkeys(w for _f, w in count_words(song)))
+    return words + [sec.name for sec in st.sections if cue_file(st.guide, sec.name) is None]
 
 
 def spoken_cues_cached(song: Song, rate: int, cache_dir: Path) -> bool:

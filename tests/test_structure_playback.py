@@ -262,3 +262,38 @@ def test_pair_follower_vamps_with_the_leader_and_a_takeover_goes_on_vamping(
         r_loop = end_at + 64
         assert exact_after_switch(a_, exp, r_loop + XFADE, S + XFADE, RATE // 4), \
             "B did not turn the vamp after taking over"
+
+
+def test_voice_guide_names_a_jumps_target_a_bar_before_it_lands(jack_audio, tmp_path):
+    """`jump outro 2_bars` pressed in bar 2: the switch lands on bar 4 and the guide says
+    "outro" on the cue output from bar 3's first frame, exactly (the cache warmer speaks
+    the cues after start)."""
+    show = make_show(tmp_path, [20.0])
+    text = show.config.read_text().replace("outputs: {", "outputs: {cue: [8], ")
+    show.config.write_text(text)
+    with_structure(show, "    tempo: 120\n    sections: [{name: intro, at: 1}, "
+                         "{name: verse, at: 2}, {name: chorus, at: 8}, {name: outro, at: 9}]\n"
+                         "    guide: {to: cue}\n")
+    from appliance.audio.voiceguide import spoken_path
+    with DaemonProcess(show, jack_audio.environ()) as d:
+        cache = tmp_path / ".backtrack-cache"
+        wait_for(lambda: spoken_path("outro", RATE, cache).exists(),
+                 timeout=30, what="the spoken cue in the cache")
+        d.ctl("play")
+        wait_for(lambda: 2.3 < d.status()["position_s"] < 3.0, timeout=5)
+        r = d.ctl({"cmd": "jump", "to": "outro", "when": "2_bars"})
+        assert r["ok"], r
+        wait_for(lambda: d.status()["section"] == "outro", timeout=6, what="the outro")
+        time.sleep(0.3)
+        d.ctl("stop")
+    rec = jack_audio.stop()
+    exp = show.expected(0)
+    with judged(rec):
+        a = rec.audio
+        start = find_frame(a, exp, 0)
+        cue = np.flatnonzero(a[start + RATE:, 7] != 0)
+        assert len(cue), "no cue heard"
+        first = start + RATE + int(cue[0])
+        assert song_frame_of(a, exp, first) == 2 * BAR, song_frame_of(a, exp, first)
+        # and the jump landed on bar 4 (song frame 6 s) into the outro (bar 9)
+        assert exact_after_switch(a, exp, start + 3 * BAR + XFADE, 8 * BAR + XFADE, RATE // 8)

@@ -37,9 +37,10 @@ from ..threads import Worker
 from ..transport import CUED, PAUSED, PLAYING, STOPPED, State, Transport
 from .crossfade import equal_power, fade_frames
 from .formats import FORMAT_INFO, Converter
-from .overlays import Overlays, overlays_for, spoken_cues_cached
+from .overlays import Overlays, cue_file, db, guide_start, overlays_for, spoken_cues_cached
 from .sink import AlsaSink
 from .source import SongReader
+from .voiceguide import cached_spoken, load_cue
 from .writer import Slot, Writer
 
 log = logging.getLogger("backtrack.engine")
@@ -397,6 +398,8 @@ class Engine:
         if not ok:
             return False, f"section '{target.name}' could not be prepared in time"
         self.plan = ("jump", (self.plan[1] + 1) & 0xFFFF, at, target.frame)
+        if when != "now":
+            self._say(st, target.name, max(guide_start(st, at, self.cfg.device.rate), where))
         self.pending = {"kind": "jump", "to": target.name, "when": when, "at": at,
                         "text": f"jump to {target.name} {self._bar_text(st, at, when)}"}
         self._notify("state")
@@ -504,6 +507,23 @@ class Engine:
             else:
                 return
         self._notify("state")
+
+    def _say(self, st, name: str, at: int) -> None:
+        """The voice guide names a jump's target a bar before it lands (or at once, when
+        pressed later than that): a cue the writer mixes in from song frame `at`, read here
+        from the cache or the user's file (never spoken here: `check` and the cache warmer
+        make the cues)."""
+        g = st.guide if st is not None else None
+        if g is None or g.mode == "off" or not g.to:
+            return
+        rate = self.cfg.device.rate
+        file = cue_file(g, name)
+        samples, _why = load_cue(file, rate) if file is not None else \
+            cached_spoken(name, rate, self.cfg.cache_dir)
+        if samples is None:
+            return
+        samples = (samples * db(g.level_db)).astype(np.float32)
+        self._post("cue", samples, tuple(g.to), at, slots=())
 
     def _post_switch(self, song: int, target: int, at: int, st, kind: str,
                      wait: bool = True) -> bool:

@@ -130,6 +130,11 @@ class Writer(Worker):
         self._xf_out: np.ndarray | None = None
         self._xf_in: np.ndarray | None = None
         self.switches = 0
+        # A spoken cue decided live (the name of a jump's target a bar before it lands):
+        # (samples float32 mono, columns, starts when the playing slot reaches this song
+        # frame); `_cue_pos` frames of it played so far (-1: not started yet).
+        self._cue: tuple | None = None
+        self._cue_pos = -1
         # buffers, allocated once
         ch = device.channels
         self._block = np.zeros((self.period, ch), np.float32)
@@ -384,6 +389,8 @@ class Writer(Worker):
                     self._sw = None
                     self.switch_to_index = -1
                     self._emit(("switch_missed", cmd[7], "the song under it changed"))
+            elif kind == "cue":
+                self._cue, self._cue_pos = (cmd[2], cmd[3], cmd[4]), -1
             elif kind == "cancel_switch":
                 sw = self._sw
                 if sw is not None and (cmd[2] is None or sw[5] == cmd[2]):
@@ -441,7 +448,7 @@ class Writer(Worker):
             self._apply_commands()
         self._segment(0)
         if not self._fade and not self.adjust_request and self._xf_old is None \
-                and not (self.pilot_on and self.pilot_channel >= 0) \
+                and self._cue is None and not (self.pilot_on and self.pilot_channel >= 0) \
                 and self._mute_pos == (0 if self.muted else self.fade_frames):
             slot = self.active
             if slot is None or self.paused:
@@ -473,6 +480,7 @@ class Writer(Worker):
         block = self._block
         block.fill(0.0)
         period = self.period
+        start = self.active.position if self.active is not None else 0
         done = 0
         guard = 0
         while done < period and guard < 8:
@@ -523,9 +531,33 @@ class Writer(Worker):
                         continue
                     self._fade = 0
             done += n
+        if self._cue is not None:
+            self._add_cue(start)
         self._apply_mute(block)
         if self.pilot_on and self.pilot_channel >= 0:
             self._add_pilot(block)
+
+    def _add_cue(self, start: int) -> None:
+        """Mix the live cue into this period: from where the playing slot was at `start`
+        (its song frame at the period's first frame) reaching the cue's frame, then on
+        through whatever plays (a jump's switch does not cut it)."""
+        samples, cols, at = self._cue
+        period = self.period
+        if self._cue_pos < 0:
+            if self.active is None or self.paused or start + period <= at:
+                return
+            off, self._cue_pos = max(0, at - start), 0
+        else:
+            off = 0
+        n = min(period - off, len(samples) - self._cue_pos)
+        if n > 0:
+            seg = samples[self._cue_pos:self._cue_pos + n]
+            for c in cols:
+                col = self._block[off:off + n, c]
+                np.add(col, seg, out=col)
+            self._cue_pos += n
+        if self._cue_pos >= len(samples):
+            self._cue, self._cue_pos = None, -1
 
     def _begin_crossfade(self, offset: int) -> None:
         """The pending switch is due: play its slot from here, the old one fading out under

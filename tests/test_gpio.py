@@ -300,7 +300,9 @@ def test_hold_stops_and_double_press_acts(mock_pins, inproc, jack_audio, tmp_pat
         # flips of one bounce (CI, loaded machine), which then counted as a second tap
         "footswitches:\n"
         "  - {pin: 17, press: play, hold: stop, hold_time: 0.4, bounce_ms: 50}\n"
-        "  - {pin: 27, press: next, double: goto 3, double_ms: 400, bounce_ms: 50}\n"))
+        # double_ms 700 (400 before): the full suite on CI once held a thread off long
+        # enough that the first tap of a double press was taken as a single press
+        "  - {pin: 27, press: next, double: goto 3, double_ms: 700, bounce_ms: 50}\n"))
     d = inproc(show.config)
     p17, p27 = mock_pins.pin(17), mock_pins.pin(27)
     time.sleep(0.3)
@@ -328,7 +330,7 @@ def test_hold_stops_and_double_press_acts(mock_pins, inproc, jack_audio, tmp_pat
     time.sleep(0.06)
     bounce(p27, False)
     wait_state(d, "cued", 3)
-    time.sleep(0.6)
+    time.sleep(0.9)  # longer than double_ms: a stray single press would have fired by now
     assert d.status()["song"] == 3
     rec = jack_audio.stop()
     fired = [(i, a) for i, a, _t in d.components[0].switches.fired]

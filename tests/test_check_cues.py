@@ -46,7 +46,7 @@ songs:
     count_in: 2
     click: off
     sections: [{name: verse, at: 1}, {name: bridge, at: 2}]
-    guide: {to: cue}
+    guide: {to: cue, count: false}
 """
 
 

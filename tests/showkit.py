@@ -290,6 +290,23 @@ def wait_for(pred, timeout: float = 10.0, what: str = "condition", every: float 
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def ctl_request(path: str, req: dict | str) -> dict:
+    """One request on a daemon's control socket, as `backtrack ctl` sends it."""
+    if isinstance(req, str):
+        req = {"cmd": req}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall((json.dumps(req) + "\n").encode())
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return json.loads(buf)
+
+
 class DaemonProcess:
     """`backtrack run` in a subprocess with the sound card's environment."""
 
@@ -321,19 +338,7 @@ class DaemonProcess:
         raise RuntimeError(f"daemon not ready:\n{self.log()}")
 
     def ctl(self, req: dict | str) -> dict:
-        if isinstance(req, str):
-            req = {"cmd": req}
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(10)
-            s.connect(self.show.socket)
-            s.sendall((json.dumps(req) + "\n").encode())
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        return json.loads(buf)
+        return ctl_request(self.show.socket, req)
 
     def status(self) -> dict:
         """What `backtrack ctl status` shows (the reply's "state")."""

@@ -4,10 +4,8 @@ a test "gear" port receiving program changes, clock and MTC, judged against the 
 
 from __future__ import annotations
 
-import json
 import random
 import re
-import socket
 import time
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from appliance.controls.midiclock import (
 )
 from tests.jackaudio import judged
 from tests.midigear import Gear
-from tests.showkit import RATE, find_song_start, make_show, wait_for
+from tests.showkit import RATE, ctl_request, find_song_start, make_show, wait_for
 from tests.test_gpio import BASE, inproc, wait_state  # noqa: F401 - fixture
 from tests.test_gpio import problems as config_error
 
@@ -479,18 +477,7 @@ def test_no_sequencer_or_server_is_retried_quietly_never_raised(monkeypatch, cap
 
 
 def ctl(show, req: dict) -> dict:
-    """One request on the daemon's control socket, as `backtrack ctl` sends it."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(10)
-        s.connect(show.socket)
-        s.sendall((json.dumps(req) + "\n").encode())
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    return json.loads(buf)
+    return ctl_request(show.socket, req)
 
 
 def c_out(d):

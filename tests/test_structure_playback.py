@@ -53,6 +53,14 @@ def switch_points(pairs: list[tuple[int, int | None]]) -> list[tuple[int, int, i
     return pts
 
 
+def crossfade(exp: np.ndarray, old: int, new: int) -> np.ndarray:
+    """What the 10 ms equal-power crossfade from song frame `old` to `new` should be, written
+    out here (cos/sin of a quarter turn at each frame's middle), not taken from the code."""
+    t = (np.arange(XFADE) + 0.5) / XFADE * (np.pi / 2)
+    return exp[old:old + XFADE, :7] * np.cos(t)[:, None] \
+        + exp[new:new + XFADE, :7] * np.sin(t)[:, None]
+
+
 def exact_after_switch(audio: np.ndarray, exp: np.ndarray, rec_at: int, song_at: int,
                        n: int) -> bool:
     """The recording from `rec_at` is song frames `song_at`.. exactly, for n frames."""
@@ -105,9 +113,7 @@ def test_vamp_repeats_the_section_exactly_and_leaves_on_its_end(jack_audio, tmp_
             assert exact_after_switch(a, exp, r_loop + XFADE, S + XFADE, BAR), \
                 f"turn at recorded {r_loop} is not the verse from its start"
             # the crossfade itself: equal-power mix of the two sides, no step
-            t = (np.arange(XFADE) + 0.5) / XFADE * (np.pi / 2)
-            want = exp[E:E + XFADE, :7] * np.cos(t)[:, None] + exp[S:S + XFADE, :7] * np.sin(t)[:, None]
-            assert np.allclose(a[r_loop:r_loop + XFADE, :7], want, atol=1e-6)
+            assert np.allclose(a[r_loop:r_loop + XFADE, :7], crossfade(exp, E, S), atol=1e-6)
             pos = r_loop + BAR
         assert len(loops) >= 2, f"only {len(loops)} turns heard; {d.log()[-2000:]}"
         # each turn exactly a section long (E - S frames), unless the recorder missed cycles
@@ -152,10 +158,8 @@ def test_jump_at_bar_lands_on_the_bar_line(jack_audio, tmp_path):
         target = 5 * BAR
         assert exact_after_switch(a, exp, r_switch + XFADE, target + XFADE, RATE // 4), \
             "the outro does not start at the bar line"
-        t = (np.arange(XFADE) + 0.5) / XFADE * (np.pi / 2)
-        want = exp[bar_line:bar_line + XFADE, :7] * np.cos(t)[:, None] \
-            + exp[target:target + XFADE, :7] * np.sin(t)[:, None]
-        assert np.allclose(a[r_switch:r_switch + XFADE, :7], want, atol=1e-6)
+        assert np.allclose(a[r_switch:r_switch + XFADE, :7], crossfade(exp, bar_line, target),
+                           atol=1e-6)
 
 
 def test_click_count_in_and_ltc_follow_the_tempo_map(jack_audio, tmp_path):

@@ -37,7 +37,8 @@ from ..threads import Worker
 from ..transport import CUED, PAUSED, PLAYING, STOPPED, State, Transport
 from .crossfade import equal_power, fade_frames
 from .formats import FORMAT_INFO, Converter
-from .overlays import Overlays, cue_file, db, guide_start, overlays_for, spoken_cues_cached
+from .mixer import db_to_gain
+from .overlays import Overlays, cue_file, guide_start, overlays_for, spoken_cues_cached
 from .sink import AlsaSink
 from .source import SongReader
 from .voiceguide import cached_spoken, load_cue
@@ -424,7 +425,13 @@ class Engine:
         return at, ""
 
     def _song_frames(self, song: int) -> int:
-        return next((s.frames for s in self.slots if s.song == song and s.have), 1 << 62)
+        """The song's length (1 << 62 while no slot has opened it yet: no end to check)."""
+        length = self._length(song)
+        return 1 << 62 if length is None else length
+
+    def _length(self, song: int) -> int | None:
+        """The song's length in frames, from a slot that opened its stems (None if none)."""
+        return next((s.frames for s in self.slots if s.song == song and s.have), None)
 
     def _bar_text(self, st, at: int, when: str) -> str:
         if when == "now":
@@ -461,8 +468,7 @@ class Engine:
         return True, self.pending["text"]
 
     def _release_vamp(self) -> tuple[bool, str]:
-        self._forget_structure(cancelled=True)
-        self._post("cancel_switch", None, slots=())
+        self._take_back()
         self._notify("state")
         return True, "vamp released: the song plays on at the loop's end"
 
@@ -470,10 +476,14 @@ class Engine:
         if self.pending is None and self.vamp is None:
             return True, "nothing pending"
         what = self.pending["text"] if self.pending else "vamp"
-        self._forget_structure(cancelled=True)
-        self._post("cancel_switch", None, slots=())
+        self._take_back()
         self._notify("state")
         return True, f"cancelled: {what}"
+
+    def _take_back(self) -> None:
+        """The pending jump or vamp is taken back: here, in the writer, and for followers."""
+        self._forget_structure(cancelled=True)
+        self._post("cancel_switch", None, slots=())
 
     def _forget_structure(self, cancelled: bool = False) -> None:
         if self.plan[0] in ("jump", "vamp"):
@@ -502,8 +512,7 @@ class Engine:
                 self.pending = {"kind": kind, "when": "leader", "at": at,
                                 "to": "", "text": f"{kind} (the leader's)"}
             elif kind == "cancelled" and mine[0] in ("jump", "vamp") and mine[1] == plan_id:
-                self._forget_structure(cancelled=True)
-                self._post("cancel_switch", None, slots=())
+                self._take_back()
             else:
                 return
         self._notify("state")
@@ -522,7 +531,7 @@ class Engine:
             cached_spoken(name, rate, self.cfg.cache_dir)
         if samples is None:
             return
-        samples = (samples * db(g.level_db)).astype(np.float32)
+        samples = (samples * db_to_gain(g.level_db)).astype(np.float32)
         self._post("cue", samples, tuple(g.to), at, slots=())
 
     def _post_switch(self, song: int, target: int, at: int, st, kind: str,
@@ -837,7 +846,7 @@ class Engine:
             if s.song == song and s.have is not None:
                 problems = list(s.problems)
                 break
-        length = next((s.frames for s in self.slots if s.song == song and s.have), None)
+        length = self._length(song)
         w = self.writer
         device = "ok" if w.device_ok else (w.device_error or "not open")
         st = self.cfg.songs[song].structure

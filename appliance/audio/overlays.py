@@ -23,15 +23,12 @@ from ..songfile import Song
 from ..structure import GuideSpec
 from .click import ClickRenderer, ClickSounds
 from .ltc import LtcEncoder
+from .mixer import db_to_gain
 from .voiceguide import GuideRenderer, cached_spoken, load_cue, spoken, spoken_path
 
 log = logging.getLogger("backtrack.engine")
 
 Render = Callable[[int, np.ndarray], None]
-
-
-def db(level_db: float) -> float:
-    return float(10.0 ** (level_db / 20.0))
 
 
 class Overlays:
@@ -62,7 +59,7 @@ def click_part(song: Song, rate: int, cache_dir: Path) -> tuple[tuple[int, ...],
                                               spec.sounds.get("beat"), spec.sounds.get("sub"))
     for p in problems:
         log.warning("song '%s': click: %s (the built-in sound plays)", song.title, p)
-    renderer = ClickRenderer(sounds, db(spec.level_db), accent=spec.accent)
+    renderer = ClickRenderer(sounds, db_to_gain(spec.level_db), accent=spec.accent)
     reach = sounds.longest
     sub = spec.subdivision
     # a click stem of its own: the generated click only counts in (before the audio)
@@ -88,7 +85,7 @@ def ltc_part(song: Song, rate: int) -> tuple[tuple[int, ...], Render] | None:
         return None
     spec = st.ltc
     enc = LtcEncoder(spec.fps, rate, drop_frame=spec.drop_frame, start=spec.start,
-                     level=db(spec.level_db))
+                     level=db_to_gain(spec.level_db))
     return spec.to, enc.render
 
 
@@ -120,7 +117,7 @@ def guide_part(song: Song, rate: int, cache_dir: Path) -> tuple[tuple[int, ...],
     if not cues:
         return None
     cues.sort(key=lambda c: c[0])
-    return st.guide.to, GuideRenderer(cues, db(st.guide.level_db)).render
+    return st.guide.to, GuideRenderer(cues, db_to_gain(st.guide.level_db)).render
 
 
 def cue_file(guide: GuideSpec, section: str) -> Path | None:

@@ -123,9 +123,7 @@ class Writer(Worker):
         # crossfade runs the old slot keeps being read (`xfade_index`, which the engine
         # treats as busy).
         self._sw: tuple | None = None
-        self.switch_to_index = -1
         self._xf_old: Slot | None = None
-        self.xfade_index = -1
         self._xf_pos = 0
         self._xf_out: np.ndarray | None = None
         self._xf_in: np.ndarray | None = None
@@ -176,6 +174,19 @@ class Writer(Worker):
             self._cmdseq += 1
             self.commands.append((self._cmdseq, *cmd))
             return self._cmdseq
+
+    @property
+    def switch_to_index(self) -> int:
+        """The slot a pending switch will play (-1: none): busy for the engine. Read from the
+        one tuple the writer replaces whole, so it is never half-updated."""
+        sw = self._sw
+        return sw[2].index if sw is not None else -1
+
+    @property
+    def xfade_index(self) -> int:
+        """The slot a running crossfade still reads (-1: none): busy for the engine."""
+        old = self._xf_old
+        return old.index if old is not None else -1
 
     @property
     def correction_pending(self) -> bool:
@@ -379,24 +390,17 @@ class Writer(Worker):
                     self._mute_pos = 0 if self.muted else self.fade_frames
             elif kind == "switch":
                 # (from slot, at song frame, to slot, gains out, gains in, tag)
-                if self._sw is not None:
-                    self._emit(("switch_replaced", self._sw[5]))
+                self._drop_switch("switch_replaced")
                 if cmd[2] == self.active_index:
                     self._sw = (self.slots[cmd[2]], cmd[3], self.slots[cmd[4]], cmd[5],
                                 cmd[6], cmd[7])
-                    self.switch_to_index = cmd[4]
                 else:
-                    self._sw = None
-                    self.switch_to_index = -1
                     self._emit(("switch_missed", cmd[7], "the song under it changed"))
             elif kind == "cue":
                 self._cue, self._cue_pos = (cmd[2], cmd[3], cmd[4]), -1
             elif kind == "cancel_switch":
-                sw = self._sw
-                if sw is not None and (cmd[2] is None or sw[5] == cmd[2]):
-                    self._sw = None
-                    self.switch_to_index = -1
-                    self._emit(("switch_cancelled", sw[5]))
+                if self._sw is not None and cmd[2] in (None, self._sw[5]):
+                    self._drop_switch("switch_cancelled")
             self.acked = seq
 
     def _begin_fade_out(self, then: tuple) -> None:
@@ -409,12 +413,9 @@ class Writer(Worker):
         self._after_fade = then
 
     def _switch(self, slot: Slot | None, fade_in: bool, offset: int) -> None:
-        sw = self._sw
-        if sw is not None and sw[0] is not slot:
+        if self._sw is not None and self._sw[0] is not slot:
             # the song under a pending jump or vamp changed (next, stop, the song ended)
-            self._sw = None
-            self.switch_to_index = -1
-            self._emit(("switch_missed", sw[5], "the song under it changed"))
+            self._drop_switch("switch_missed", "the song under it changed")
         self._end_crossfade()
         self.active = slot
         self.active_index = slot.index if slot is not None else -1
@@ -559,12 +560,18 @@ class Writer(Worker):
         if self._cue_pos >= len(samples):
             self._cue, self._cue_pos = None, -1
 
+    def _drop_switch(self, event: str, *why: str) -> None:
+        """Forget the pending switch (if any) and say so: replaced, cancelled or missed."""
+        sw = self._sw
+        if sw is not None:
+            self._sw = None
+            self._emit((event, sw[5], *why))
+
     def _begin_crossfade(self, offset: int) -> None:
         """The pending switch is due: play its slot from here, the old one fading out under
         it. A target that is not ready is not played (a gap would be worse than staying)."""
         old, _at, new, g_out, g_in, tag = self._sw
         self._sw = None
-        self.switch_to_index = -1
         if new.have is None or new.have != new.want or not (
                 new.eof or new.ring.readable() >= min(len(g_in), new.ring.capacity // 2)):
             self._emit(("switch_missed", tag, "the target was not ready"))
@@ -576,8 +583,8 @@ class Writer(Worker):
         self._emit(("switched", tag, new.index, old.index, self.written + offset))
         if len(g_in) == 0:
             return
-        self._xf_old, self.xfade_index = old, old.index
         self._xf_out, self._xf_in, self._xf_pos = g_out, g_in, 0
+        self._xf_old = old
 
     def _crossfade(self, seg: np.ndarray) -> None:
         """seg (the new slot's frames, as float) <- new * gain in + old * gain out, the old
@@ -600,7 +607,6 @@ class Writer(Worker):
     def _end_crossfade(self) -> None:
         if self._xf_old is not None:
             self._xf_old = None
-            self.xfade_index = -1
             self._xf_out = self._xf_in = None
 
     def _read_adjusted(self, slot: Slot, block: np.ndarray) -> None:

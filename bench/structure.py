@@ -77,6 +77,16 @@ def switches(f: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
+def latencies(times: np.ndarray, sent: list[int]) -> list[float]:
+    """ms from each command to the first heard change at or after it (`times`: sorted ns)."""
+    out = []
+    for t in sent:
+        k = int(np.searchsorted(times, t))
+        if k < len(times):
+            out.append((times[k] - t) / 1e6)
+    return out
+
+
 def bench_jumps(when: str, jumps: int) -> None:
     ja = start_jack_audio(seconds=jumps * 1.6 + 20)
     sent = []
@@ -103,13 +113,7 @@ def bench_jumps(when: str, jumps: int) -> None:
     buf_ms = 256 * 3 / RATE * 1000
     if when == "now":
         times = rec.time_of_frame(np.asarray([i for i, _ in sw]))
-        lat = []
-        for t in sent:
-            if t is None:
-                continue
-            k = np.searchsorted(times, t)
-            if k < len(times):
-                lat.append((times[k] - t) / 1e6)
+        lat = latencies(times, [t for t in sent if t is not None])
         print(f"1. command -> jump heard (`jump X now`), period 256 x 3 (ALSA buffer "
               f"{buf_ms:.1f} ms; goal p99 <= {buf_ms + 2:.1f} ms)")
         print(row("jump now -> first crossfade frame", lat))
@@ -149,8 +153,7 @@ def bench_pause_baseline(presses: int) -> None:
     f = song_frames(rec.audio)
     ok = f >= 0
     times = rec.time_of_frame(np.flatnonzero(ok[:-1] & (np.diff(f) != 1)) + 1)
-    lat = [(times[k] - t) / 1e6 for t in sent
-           if (k := int(np.searchsorted(times, t))) < len(times)]
+    lat = latencies(times, sent)
     print(row("baseline: pause -> first faded frame", lat))
 
 

@@ -237,7 +237,12 @@ def test_pair_follower_vamps_with_the_leader_and_a_takeover_goes_on_vamping(
         wait_for(lambda: a.status()["role"] == "leader" and b.status()["peer"]["protected"],
                  timeout=10, what="a protected pair")
         a.ctl("play")
-        wait_for(lambda: b.status()["peer"]["locked"], timeout=20, what="the follower locked")
+        try:
+            wait_for(lambda: b.status()["peer"]["locked"], timeout=20,
+                     what="the follower locked")
+        except AssertionError as e:  # say why: the follower's peer status and its log
+            raise AssertionError(f"{e}; follower: {b.status()['peer']}; log: "
+                                 f"{b.log()[-1500:]}") from None
         wait_for(lambda: a.status()["section"] == "verse", timeout=5)
         assert a.ctl("vamp")["ok"]
         wait_for(lambda: b.status()["vamp"], timeout=2, what="the follower's copy of the vamp")

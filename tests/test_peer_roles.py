@@ -313,6 +313,24 @@ def test_leader_that_recovers_before_anyone_acts_keeps_leading() -> None:
     assert r.tick(10 * MS + TIMEOUT) == [] and r.role == FOLLOWER
 
 
+def test_alive_from_the_leaders_writer_holds_off_a_takeover_and_changes_nobodys_role() -> None:
+    """STATE held back (a busy peer thread) while ALIVE from the audio writer arrives:
+    no takeover. ALIVE from another unit, or of an older term, proves nothing."""
+    r = Roles(2, 1, "follower", TIMEOUT, now_ns=0)
+    r.on_state(1, 3, 10 * MS)
+    for t in range(12, 400, 3):  # only ALIVE for 390 ms
+        r.on_alive(1, 3, t * MS)
+        assert r.tick(t * MS) == []
+    assert (r.role, r.leader_id, r.term) == (FOLLOWER, 1, 3)
+    for t in range(400, 400 + TIMEOUT // MS, 2):  # another unit's, and an old term's
+        r.on_alive(4, 3, t * MS)
+        r.on_alive(1, 2, t * MS)
+    assert r.takeover_deadline(400 * MS) == 399 * MS + TIMEOUT
+    assert r.tick(399 * MS + TIMEOUT) == [("become_leader", 4), ("unmute",)]
+    r.on_alive(1, 3, 500 * MS)  # the old leader's writer, late: we lead now
+    assert r.role == LEADER and r.leader_id == 2
+
+
 # --------------------------------------------------------------------------------------------
 # Heartbeat wire
 

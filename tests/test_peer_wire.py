@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from appliance.peer import wire
 from appliance.peer.wire import (
+    Alive,
     HEADER_LEN,
     MAC_LEN,
     Command,
@@ -67,6 +68,8 @@ PAYLOADS = [
     Follower(term=5, lock_error_ns=7, locked=False, priority=2,
              why_not=wire.NO_DEVICE | wire.NOT_LOCKED | wire.KEY_MISMATCH),
     Follower(term=U64, lock_error_ns=I64[0], locked=False, priority=65535),
+    Alive(term=U64),
+    Alive(term=1),
 ]
 
 
@@ -171,7 +174,7 @@ def test_header_reasons() -> None:
     assert reason(seal(2, body, sender=1, boot=1, seq=1, wall_ns=1, key=KEY, magic=b"BTX")) == "magic"
     assert reason(seal(2, body, sender=1, boot=1, seq=1, wall_ns=1, key=KEY, version=wire.VERSION + 1)) == "version"
     assert reason(seal(0, body, sender=1, boot=1, seq=1, wall_ns=1, key=KEY)) == "kind"
-    assert reason(seal(7, body, sender=1, boot=1, seq=1, wall_ns=1, key=KEY)) == "kind"
+    assert reason(seal(8, body, sender=1, boot=1, seq=1, wall_ns=1, key=KEY)) == "kind"
     assert reason(seal(2, body + b"\0", sender=1, boot=1, seq=1, wall_ns=1, key=KEY)) == "length"
 
 

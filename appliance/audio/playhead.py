@@ -150,3 +150,8 @@ class PlayHead:
 
     def set_pilot(self, on: bool) -> None:
         self._engine.set_pilot(on)
+
+    def set_beacon(self, fn: Callable[[], None] | None) -> None:
+        """`fn()` in the writer thread after every period that reached the device (see
+        AudioWriter.beacon): a leader's heartbeat that lives and dies with its audio."""
+        self._writer.beacon = fn

@@ -17,6 +17,7 @@ import select
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -163,6 +164,11 @@ class Writer(Worker):
         self._clk: list[tuple[int, int]] = [(0, 0)] * HISTORY
         self._nclk = 0
         self.clock_epoch = 0  # bumped when the line jumps (underrun, device reopened)
+        # Called in this thread after each period reaches the device (never while it is
+        # lost): a pair's leader sends its "alive" heartbeat from here, so the heartbeat
+        # stops when the audio stops, and not when a busy host holds the peer thread back
+        # while the audio plays on. Must not block (a non-blocking sendto).
+        self.beacon: Callable[[], None] | None = None
 
     # ---- called from other threads ---------------------------------------------------------
     def post(self, *cmd) -> int:
@@ -259,6 +265,9 @@ class Writer(Worker):
                     data = self._render_period()
                     under = self.sink.underruns
                     self.sink.write(data, self.period)
+                    beacon = self.beacon
+                    if beacon is not None:
+                        beacon()
                     self.work_ns[self.works % WORK_HISTORY] = time.monotonic_ns() - t_space
                     self.works += 1
                     if self.sink.underruns != under:

@@ -19,6 +19,7 @@ the socket and to the engine, which it sees only through appliance.audio.playhea
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import secrets
 import select
@@ -111,7 +112,10 @@ class PeerNode(Worker):
         # picked again if a twin shows up (`_watch_ids`).
         self.id = pc.id if pc.id is not None else self._random_id()
         self.boot = wire.new_boot_id()
-        self.seq = 0
+        # one sequence for the peer thread and the writer's ALIVE: next() on a C counter
+        # is atomic under the GIL, and the replay window takes the little reordering
+        self._seqs = itertools.count(1)
+        self._alive_sent = 0
         self.guard = wire.ReplayGuard()
         self.counters = wire.Counters()
         self.heartbeat_ns = int(pc.heartbeat_ms * 1e6)
@@ -238,8 +242,7 @@ class PeerNode(Worker):
     def _send(self, payload: wire.Payload, to: list[tuple[str, int]] | None = None) -> None:
         if self.network_muted:
             return
-        self.seq += 1
-        data = wire.encode(payload, sender=self.id, boot=self.boot, seq=self.seq,
+        data = wire.encode(payload, sender=self.id, boot=self.boot, seq=next(self._seqs),
                            wall_ns=time.time_ns(), key=self.key)
         for addr in to or self.peers:
             with contextlib.suppress(OSError):
@@ -268,6 +271,16 @@ class PeerNode(Worker):
     def send_state(self) -> None:
         self._send(self._state_payload())
         self.last_state_sent = time.monotonic_ns()
+
+    def beat(self) -> None:
+        """The writer thread, after each period reached the device: a leader says it is
+        alive, at most once per heartbeat interval. Its cost lands in the writer's
+        per-period figure (status.writer, bench/playback.py): one HMAC and one sendto."""
+        now = time.monotonic_ns()
+        if now - self._alive_sent < self.heartbeat_ns or self.roles.role != "leader":
+            return
+        self._alive_sent = now
+        self._send(wire.Alive(term=self.roles.term))
 
     def announce_failing(self, reason: str) -> None:
         """Tell the followers to take over now (device lost, storm, shutting down)."""
@@ -399,6 +412,10 @@ class PeerNode(Worker):
                 if action is not None and self.deduper.accept(
                         str(action), t_recv, f"unit {env.sender}/{env.boot}", p.press_id):
                     self.act_locally(action, f"unit {env.sender}")
+        elif isinstance(p, wire.Alive):
+            if env.sender == self.roles.leader_id and self.roles.role != "leader":
+                self.roles.on_alive(env.sender, p.term, t_recv)
+                self.detector.heard(t_recv)
         elif isinstance(p, wire.Failing):
             self.roles.on_failing(env.sender, p.term, t_recv)
         elif isinstance(p, wire.Follower):
@@ -629,6 +646,7 @@ class PeerNode(Worker):
         }
 
     def close(self) -> None:
+        self.head.set_beacon(None)
         if self.roles.role == "leader":
             self.announce_failing("shutting down")
         self.halt(timeout=1)
@@ -650,5 +668,6 @@ def start(cfg: Config, daemon) -> PeerNode:
     if cfg.peer.mode != "switcher":
         daemon.engine.set_audible(False, fade=False)
     daemon.role = node.roles.role
+    node.head.set_beacon(node.beat)
     node.start()
     return node

@@ -14,7 +14,8 @@ Rules, and why:
   back by coming back: no split brain, no fail-back in the middle of a song. It may
   become leader again only by the ordinary takeover below, when the leader it follows
   fails.
-- Takeover. A follower takes over when the leader's heartbeat (STATE) has been silent for
+- Takeover. A follower takes over when the leader's heartbeat (STATE, and ALIVE from the
+  leader's audio writer: `on_alive`) has been silent for
   a timeout (`timeout_ns`, which the caller may change between ticks: the node sets it from
   a detector that learns the link, appliance.peer.detector), or at once when the leader announced FAILING (device gone, xrun storm). It
   raises the term to one above the highest it has seen, becomes leader and audible.
@@ -141,6 +142,13 @@ class Roles:
                 self._failing_since = None  # it recovered (or never failed)
             elif self._failing_since is None:
                 self._failing_since = now_ns
+
+    def on_alive(self, sender: int, term: int, now_ns: int) -> None:
+        """An ALIVE from `sender`: the leader we follow, in the term we follow it in, is
+        alive (its audio writer ran just now). It changes nobody's role: any news about
+        who leads comes with STATE, so an ALIVE of another unit or term is ignored."""
+        if self.role == FOLLOWER and sender == self.leader_id and term == self.term:
+            self._last_leader_ns = max(self._last_leader_ns or now_ns, now_ns)
 
     def on_failing(self, sender: int, term: int, now_ns: int) -> None:
         """The leader announced its own failure: the first follower in line takes over now."""

@@ -48,7 +48,7 @@ from ..errors import UserError
 log = logging.getLogger(__name__)
 
 MAGIC = b"BTK"
-VERSION = 2  # 2: STATE carries the switch plan (jumps, vamps)
+VERSION = 3  # 2: STATE carries the switch plan (jumps, vamps); 3: ALIVE
 MAC_LEN = 16
 MIN_KEY_LEN = 16
 ACTION_MAX = 128  # bytes of UTF-8 in a COMMAND action ("goto 120", "setlist friday late")
@@ -75,6 +75,7 @@ class Kind(IntEnum):
     COMMAND = 4
     FAILING = 5
     FOLLOWER = 6
+    ALIVE = 7
 
 
 class WireError(ValueError):
@@ -189,7 +190,19 @@ class Follower:
     why_not: int = 0
 
 
-Payload = LeaderState | Ping | Pong | Command | Failing | Follower
+@dataclass(frozen=True)
+class Alive:
+    """Leader -> followers, sent by the leader's audio writer after a period reached its
+    device (at most one per heartbeat interval): the leader is alive exactly while its
+    audio plays. STATE comes from the peer thread, which a busy host may hold back for tens
+    of milliseconds while the writer, at a higher priority, plays on; a follower that took
+    that silence for a dead leader would be heard beside a live one. ALIVE only proves the
+    leader of `term` alive: who leads, and what it plays, is still STATE's to say."""
+
+    term: int
+
+
+Payload = LeaderState | Ping | Pong | Command | Failing | Follower | Alive
 
 
 @dataclass(frozen=True)
@@ -218,10 +231,11 @@ _LAYOUT: dict[Kind, struct.Struct] = {
     Kind.COMMAND: struct.Struct(f"!QB{ACTION_MAX}s"),
     Kind.FAILING: struct.Struct(f"!QB{REASON_MAX}s"),
     Kind.FOLLOWER: struct.Struct("!QqBH"),
+    Kind.ALIVE: struct.Struct("!Q"),
 }
 KIND_OF: dict[type, Kind] = {
     LeaderState: Kind.STATE, Ping: Kind.PING, Pong: Kind.PONG, Command: Kind.COMMAND,
-    Failing: Kind.FAILING, Follower: Kind.FOLLOWER,
+    Failing: Kind.FAILING, Follower: Kind.FOLLOWER, Alive: Kind.ALIVE,
 }
 # total datagram length per kind byte: the length check needs no enum conversion
 _TOTAL: dict[int, int] = {int(k): HEADER_LEN + s.size + MAC_LEN for k, s in _LAYOUT.items()}
@@ -278,6 +292,8 @@ def _pack_payload(p: Payload) -> tuple[Kind, bytes]:
         if isinstance(p, Failing):
             n, raw = _pack_text(p.reason, REASON_MAX, cut=True)
             return kind, layout.pack(p.term, n, raw)
+        if isinstance(p, Alive):
+            return kind, layout.pack(p.term)
         assert isinstance(p, Follower)
         if not 0 <= p.why_not < 128:
             raise ValueError("Follower.why_not does not fit 7 bits")
@@ -308,6 +324,8 @@ def _unpack_payload(kind: int, raw: bytes) -> Payload:
         return Command(v[0], action)
     if kind == Kind.FAILING:
         return Failing(v[0], _text(v[2], v[1], REASON_MAX))
+    if kind == Kind.ALIVE:
+        return Alive(*v)
     term, err, flags, prio = v
     if flags >> 1 & ~sum(WHY_NOT):
         raise WireError("payload", "unknown follower problem bits")

@@ -19,16 +19,23 @@ STRUCTURE = ("jump", "vamp", "cancel")
 """Actions on the song's structure (sections, vamps): carried out by the engine against the
 song's tempo map, not by the transport."""
 
+MIX = ("mute", "unmute", "solo", "unsolo", "trim", "mix")
+"""Live mix actions (appliance.livemix): carried out by the engine on the decoder's gains.
+`mix reset` undoes every live change. A trailing `@song` limits a change to this song."""
+
 ACTIONS = (*TRANSPORT, "goto N", "goto TITLE", "setlist NAME", "jump SECTION [WHEN]",
-           "vamp [BARS]", "cancel")
+           "vamp [BARS]", "cancel", "mute NAME", "unmute NAME", "solo NAME", "unsolo NAME",
+           "trim NAME DB", "mix reset")
 """How actions are written where a person types one (config, errors)."""
 
-COMMANDS = (*TRANSPORT, "goto", "setlist", *STRUCTURE, "setlists", "status")
+COMMANDS = (*TRANSPORT, "goto", "setlist", *STRUCTURE, *MIX, "setlists", "status")
 """The control socket's and `backtrack ctl`'s verbs: the actions plus the queries."""
 
 SPELLED_COMMANDS = tuple({"goto": "goto N|TITLE", "setlist": "setlist NAME",
                           "jump": "jump SECTION|next_section|prev_section [WHEN]",
-                          "vamp": "vamp [BARS]"}.get(c, c) for c in COMMANDS)
+                          "vamp": "vamp [BARS]", "mute": "mute NAME", "unmute": "unmute NAME",
+                          "solo": "solo NAME", "unsolo": "unsolo NAME", "trim": "trim NAME DB",
+                          "mix": "mix [reset]"}.get(c, c) for c in COMMANDS)
 """COMMANDS as `ctl`'s help and every 'unknown command' error show them, with arguments."""
 
 
@@ -50,6 +57,32 @@ _SETLIST = re.compile(r"^setlist\s+(\S.*)$")
 _JUMP = re.compile(r"^jump\s+(\S.*)$")
 _VAMP = re.compile(r"^vamp(?:\s+([0-9]+))?$")
 _NUMBER = re.compile(r"[0-9]+")
+_MIX = re.compile(r"^(mute|unmute|solo|unsolo)\s+(\S(?:.*\S)?)$")
+_TRIM = re.compile(r"^trim\s+(\S(?:.*\S)?)\s+([-+]?[0-9]+(?:\.[0-9]+)?)(\s+@song)?$")
+
+
+@dataclass(frozen=True)
+class MixChange:
+    """A live mix action's parts: what the engine's `mix_command` takes."""
+
+    verb: str
+    target: str | None = None
+    db: float | None = None
+    scope: str = "night"
+
+
+def mix_change(action: Action) -> MixChange:
+    """The parts of a mix action (`mute keys`, `trim guide -6 @song`, `mix reset`)."""
+    if action.name == "mix":
+        return MixChange("reset")
+    text = str(action.arg or "")
+    scope = "night"
+    if text.endswith("@song"):
+        text, scope = text[:-5].rstrip(), "song"
+    if action.name == "trim":
+        name, _, db = text.rpartition(" ")
+        return MixChange("trim", name, float(db), scope)
+    return MixChange(action.name, text, None, scope)
 
 
 def parse_action(text: str, titles: bool = False) -> Action | None:
@@ -79,6 +112,14 @@ def parse_action(text: str, titles: bool = False) -> Action | None:
         return Action("vamp", int(m.group(1))) if m.group(1) else Action("vamp")
     if text == "cancel":
         return Action("cancel")
+    if text == "mix reset":
+        return Action("mix", "reset")
+    m = _MIX.match(text)
+    if m:
+        return Action(m.group(1), m.group(2))
+    m = _TRIM.match(text)
+    if m:
+        return Action("trim", f"{m.group(1)} {float(m.group(2)):g}{' @song' if m.group(3) else ''}")
     return None
 
 
@@ -121,10 +162,35 @@ def request_action(req: dict) -> tuple[Action | None, str]:
         if not isinstance(name, str) or not name.strip():
             return None, 'setlist needs a name: {"cmd": "setlist", "name": "friday"}'
         return Action("setlist", name.strip()), ""
+    if cmd in MIX:
+        return _mix_request(cmd, req)
     action = parse_action(cmd)
     if action is None:
         return None, f"unknown command '{cmd[:40]}'; valid: {', '.join(SPELLED_COMMANDS)}"
     return action, ""
+
+
+def _mix_request(cmd: str, req: dict) -> tuple[Action | None, str]:
+    """{"cmd": "mute", "target": "keys"}, {"cmd": "trim", "target": "guide", "db": -6},
+    {"cmd": "mix", "reset": true}; "scope": "song" limits a change to this song."""
+    if cmd == "mix":
+        if req.get("reset") is True or req.get("arg") == "reset":
+            return Action("mix", "reset"), ""
+        return None, 'mix alone is a query: {"cmd": "status"} carries "mix"; reset: ' \
+                     '{"cmd": "mix", "reset": true}'
+    target = req.get("target", req.get("arg"))
+    scope = req.get("scope", "night")
+    if not isinstance(target, str) or not target.strip() or "@" in target:
+        return None, f'{cmd} needs a stem or output name: {{"cmd": "{cmd}", "target": "keys"}}'
+    if scope not in ("night", "song"):
+        return None, f"{cmd}: scope is night (the default) or song, not {scope!r}"
+    suffix = " @song" if scope == "song" else ""
+    if cmd != "trim":
+        return Action(cmd, " ".join(target.split()) + suffix), ""
+    db = req.get("db")
+    if isinstance(db, bool) or not isinstance(db, (int, float)):
+        return None, 'trim needs a number of dB: {"cmd": "trim", "target": "guide", "db": -6}'
+    return Action("trim", f"{' '.join(target.split())} {float(db):g}{suffix}"), ""
 
 
 def resolve_goto(action: Action, titles: Sequence[str]) -> tuple[Action | None, str]:

@@ -78,6 +78,27 @@ def words_to_request(words: list[str]) -> dict:
             raise UserError("vamp takes a number of bars or nothing: backtrack ctl vamp, "
                             "backtrack ctl vamp 2")
         return {"cmd": "vamp", "bars": action.arg}
+    if verb == "mix":
+        if words[1:] in ([], ["reset"]):
+            return {"cmd": "mix", "reset": True} if words[1:] else {"cmd": "mix"}
+        raise UserError("mix takes nothing (print the live mix) or reset")
+    if verb in ("mute", "unmute", "solo", "unsolo", "trim"):
+        scope = "song" if "--song" in words else "night"
+        rest = [w for w in words[1:] if w != "--song"]
+        if verb == "trim":
+            try:
+                db = float(rest[-1])
+            except (IndexError, ValueError):
+                raise UserError("trim needs a name and a number of dB: "
+                                "backtrack ctl trim guide -6") from None
+            rest = rest[:-1]
+        if not rest:
+            raise UserError(f"{verb} needs a stem or output name: backtrack ctl {verb} keys"
+                            + (" -3" if verb == "trim" else ""))
+        req = {"cmd": verb, "target": " ".join(rest), "scope": scope}
+        if verb == "trim":
+            req["db"] = db
+        return req
     if len(words) != 1:
         raise UserError(f"'{verb}' takes no argument")
     return {"cmd": verb}
@@ -103,6 +124,11 @@ def status_line(st: dict, width: int = 24) -> str:
         line += f"  [{st['pending']['text']}]"
     if st.get("count_in"):
         line += "  COUNT-IN"
+    mix = st.get("mix") or {}
+    if mix.get("muted") or mix.get("solo") or mix.get("trim_db"):
+        line += "  MIX:" + "".join(
+            [f" -{n}" for n in mix.get("muted", ())] + [f" solo {n}" for n in mix.get("solo", ())]
+            + [f" {n}{v:+g}dB" for n, v in mix.get("trim_db", {}).items()])
     if st.get("device") != "ok":
         line += f"  DEVICE: {st.get('device')}"
     if st.get("problems"):

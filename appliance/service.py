@@ -17,11 +17,12 @@ from pathlib import Path
 
 from . import config as config_mod
 from . import systemd
-from .actions import Action, request_action, resolve_goto
+from .actions import MIX, Action, mix_change, request_action, resolve_goto
 from .audio.engine import Engine
 from .config import Config, ConfigError
 from .controls.socket import ControlServer
 from .errors import UserError
+from .livemix import LiveMix, MixError
 from .statefile import ShowState
 from .threads import Component
 from .transport import CUED, PAUSED, PLAYING, State
@@ -90,9 +91,13 @@ class Daemon:
 
     def perform(self, action: Action) -> tuple[bool, str]:
         """Carry out an action on this unit (after a follower's forwarding and the leader's
-        de-duplication): a setlist choice here, the transport's actions in the engine."""
+        de-duplication): a setlist choice here, the live mix and the transport's actions in
+        the engine."""
         if action.name == "setlist":
             return self.choose_setlist(str(action.arg))
+        if action.name in MIX:
+            c = mix_change(action)
+            return self.engine.mix_command(c.verb, c.target, c.db, c.scope)
         return self.engine.command(action)
 
     def choose_setlist(self, name: str, source: str = "") -> tuple[bool, str]:
@@ -154,6 +159,10 @@ class Daemon:
     def handle(self, req: dict) -> dict:
         if req.get("cmd") == "status":
             return {"ok": True, "state": self.status()}
+        if req.get("cmd") == "mix" and not req.get("reset") and req.get("arg") != "reset":
+            return {"ok": True, "mix": self.engine.mix.as_status(),
+                    "message": f"live mix: {describe_mix(self.engine.mix)}",
+                    "state": self.status()}
         if req.get("cmd") == "setlists":
             return {"ok": True, "setlists": self.setlists(), "state": self.status()}
         if req.get("cmd") == "_fault" and FAULTS_ENABLED:
@@ -407,7 +416,32 @@ def show_snapshot(daemon: Daemon) -> dict:
     st = daemon.status()
     return {"song": st["song_index"], "title": st["title"], "state": st["state"],
             "position_s": st["position_s"], "songs": st["songs"], "setlist": st["setlist"],
-            "config": str(daemon.cfg.path)}
+            "config": str(daemon.cfg.path), "mix": daemon.engine.mix.to_json()}
+
+
+def restore_mix(daemon: Daemon, state: ShowState) -> None:
+    """The live mix of the last run holds across a restart (a mute made for tonight is still
+    wanted after a crash), and the journal says so: nobody should be surprised by it."""
+    saved = state.read()[0].get("mix") if state.path is not None else None
+    if not saved:
+        return
+    try:
+        mix = LiveMix.from_json(str(saved))
+    except MixError as exc:
+        log.warning("state: the saved live mix is not used: %s", exc)
+        return
+    if not mix.empty:
+        daemon.engine.mirror_mix(mix)
+        log.warning("live mix kept from the last run: %s (`backtrack ctl mix reset` clears it)",
+                    describe_mix(mix))
+
+
+def describe_mix(mix: LiveMix) -> str:
+    d = mix.as_status()
+    parts = [f"muted {', '.join(d['muted'])}"] if d["muted"] else []
+    parts += [f"solo {', '.join(d['solo'])}"] if d["solo"] else []
+    parts += [f"{n} {v:+g} dB" for n, v in d["trim_db"].items()]
+    return "; ".join(parts) or "none"
 
 
 def run(config_path: str) -> int:
@@ -445,6 +479,7 @@ def run(config_path: str) -> int:
     signal.signal(signal.SIGHUP, on_signal)
     log.info("main thread: %s", keep_gil_holders_running(cfg))
     daemon.start()
+    restore_mix(daemon, state)
     try:
         wait_until_ready(daemon)
         notifier.ready(summary(daemon))

@@ -124,7 +124,8 @@ class ShowState:
     """
 
     DEFAULTS: dict[str, Any] = {"song": 0, "title": "", "state": "cued", "position_s": 0.0,
-                                "clean_shutdown": True, "saved_at": "", "setlist": ""}
+                                "clean_shutdown": True, "saved_at": "", "setlist": "",
+                                "mix": ""}
 
     def __init__(self, path: str | os.PathLike | None, every_s: float = 30.0):
         self.path = Path(path) if path is not None else None
@@ -166,7 +167,8 @@ class ShowState:
         goes on; a read-only card must not stop the music)."""
         if self.path is None:
             return False
-        key = (snapshot.get("song"), snapshot.get("state"), snapshot.get("setlist"))
+        key = (snapshot.get("song"), snapshot.get("state"), snapshot.get("setlist"),
+               snapshot.get("mix"))
         due = snapshot.get("state") == "playing" and now - self._saved_mono >= self.every_s
         if not final and key == self._key and not due:
             return False

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from appliance.peer import wire
 from appliance.peer.wire import (
-    Alive,
     HEADER_LEN,
     MAC_LEN,
+    Alive,
     Command,
     Counters,
     Envelope,
@@ -70,6 +70,8 @@ PAYLOADS = [
     Follower(term=U64, lock_error_ns=I64[0], locked=False, priority=65535),
     Alive(term=U64),
     Alive(term=1),
+    wire.Mix(version=7, text='{"m":["keys"],"o":[],"s":[],"t":{"guide":-6.0}}'),
+    wire.Mix(version=0, text="x" * wire.MIX_MAX),
 ]
 
 
@@ -174,7 +176,7 @@ def test_header_reasons() -> None:
     assert reason(seal(2, body, sender=1, boot=1, seq=1, wall_ns=1, key=KEY, magic=b"BTX")) == "magic"
     assert reason(seal(2, body, sender=1, boot=1, seq=1, wall_ns=1, key=KEY, version=wire.VERSION + 1)) == "version"
     assert reason(seal(0, body, sender=1, boot=1, seq=1, wall_ns=1, key=KEY)) == "kind"
-    assert reason(seal(8, body, sender=1, boot=1, seq=1, wall_ns=1, key=KEY)) == "kind"
+    assert reason(seal(max(wire.Kind) + 1, body, sender=1, boot=1, seq=1, wall_ns=1, key=KEY)) == "kind"
     assert reason(seal(2, body + b"\0", sender=1, boot=1, seq=1, wall_ns=1, key=KEY)) == "length"
 
 

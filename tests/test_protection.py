@@ -88,8 +88,19 @@ def test_obvious_pair_is_protected_and_takes_over_fast(jack_audio_factory, tmp_p
 
 
 def wait_both_protected(a: DaemonProcess, b: DaemonProcess, timeout: float = 10.0) -> None:
-    wait_for(lambda: a.status()["peer"]["protected"] and b.status()["peer"]["protected"],
-             timeout=timeout, what="both units protected")
+    """On a timeout the error carries each unit's peer status and log tail: a pair that
+    does not come up under load must say which unit was not ready, and why."""
+    try:
+        wait_for(lambda: a.status()["peer"]["protected"] and b.status()["peer"]["protected"],
+                 timeout=timeout, what="both units protected")
+    except AssertionError as e:
+        seen = []
+        for name, d in (("a", a), ("b", b)):
+            try:
+                seen.append(f"{name}: {d.status()['peer']}\n{d.log()[-1500:]}")
+            except Exception as why:  # noqa: BLE001 - a diagnostic, never the failure itself
+                seen.append(f"{name}: no status ({why})")
+        raise AssertionError(f"{e}\n" + "\n".join(seen)) from None
 
 
 def wait_cause(d: DaemonProcess, cause: str, timeout: float = 15.0) -> dict:

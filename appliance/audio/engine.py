@@ -30,12 +30,13 @@ import numpy as np
 
 from ..actions import STRUCTURE, Action
 from ..config import Config
+from ..livemix import LiveMix, MixError, Names
 from ..realtime import set_thread_fifo
 from ..songfile import Song
 from ..structure import parse_when
 from ..threads import Worker
 from ..transport import CUED, PAUSED, PLAYING, STOPPED, State, Transport
-from .crossfade import equal_power, fade_frames
+from .crossfade import equal_power, fade_frames, linear
 from .formats import FORMAT_INFO, Converter
 from .mixer import db_to_gain
 from .overlays import Overlays, cue_file, guide_start, overlays_for, spoken_cues_cached
@@ -56,6 +57,9 @@ PREFILL_S = 0.5       # a slot waiting to be played holds this much; the playing
 READY_S = 0.25        # a slot counts as ready with this much decoded (or the whole song)
 PREPARE_TIMEOUT_S = 5.0
 MONITOR_BACKSTOP_S = 0.5  # the monitor wakes on the writer's news; this is only a backstop
+MIX_RAMP_MS = 5.0  # a live mix change is a linear ramp this long: no click, no dip
+MIX_SETTLE_S = 0.3  # waiting slots are decoded again with a new mix once it held this long
+MIX_TRIES = 5  # a live mix switch late for its frame is posted again, this many times
 DECODER_MAX_SLEEP_S = 0.25  # far less than a ring (>= 4 decode steps, 1.4 s at 48 kHz)
 
 
@@ -79,6 +83,7 @@ class Status:
     count_in: bool = False
     vamp: bool = False
     pending: dict | None = None
+    mix: dict | None = None
 
 
 class Decoder(Worker):
@@ -102,6 +107,11 @@ class Decoder(Worker):
         # what is generated from the song's frame (click, timecode, spoken cues), per slot
         self.overlays: dict[int, Overlays | None] = {}
         self._overlay_cache: dict[int, tuple[Song, Overlays | None, bool]] = {}
+        # the live mix (appliance.livemix): the engine replaces it whole; each slot's reader
+        # takes a new one before its next block, so every block is mixed with one value
+        self.mix = LiveMix()
+        self.urgent = -1  # a live mix switch's slot: decoded before anything else
+        self._mixed: dict[int, tuple[int, np.ndarray | None]] = {}  # slot -> (version, chans)
 
     def step(self) -> None:
         try:
@@ -133,7 +143,8 @@ class Decoder(Worker):
 
     def _step(self) -> bool:
         active = self.writer.active_index
-        order = sorted(self.slots, key=lambda s: s.index != active)
+        urgent = self.urgent
+        order = sorted(self.slots, key=lambda s: (s.index != urgent, s.index != active))
         for slot in order:
             if slot.want != slot.have:
                 self._retarget(slot)
@@ -147,6 +158,7 @@ class Decoder(Worker):
             have = ring.readable()
             if slot.index != active and have >= self._prefill:
                 continue  # waiting to be played: its start is enough until it plays
+            chans = self._mix_of(slot, reader)
             if ring.writable() < min(DECODE_BLOCK, ring.capacity // 4):
                 continue
             region = ring.write_region()
@@ -157,12 +169,26 @@ class Decoder(Worker):
                 over = self.overlays.get(slot.index)
                 if over is not None:
                     over.render(frame0, self._mix[:n])
+                if chans is not None:
+                    np.multiply(self._mix[:n], chans, out=self._mix[:n])
                 self._conv.convert(self._mix[:n], out=region[:n])
                 ring.commit(n)
             if reader.position >= reader.frames:
                 slot.eof = True
             did = True
         return did
+
+    def _mix_of(self, slot: Slot, reader: SongReader) -> np.ndarray | None:
+        """The live mix for the slot's next block: its stems' gains (set on the reader when
+        the mix changed) and its outputs' channel gains (None: none to apply)."""
+        mix = self.mix
+        done = self._mixed.get(slot.index)
+        if done is not None and done[0] == mix.version:
+            return done[1]
+        reader.set_gains([mix.stem_gain(st.label, st.to) for st in reader.song.stems])
+        chans = mix.channel_gains(self.cfg.outputs, self.cfg.device.channels)
+        self._mixed[slot.index] = (mix.version, chans)
+        return chans
 
     def _overlays_of(self, song: Song) -> Overlays | None:
         """One per song of the config in use (pure functions of the song frame: the slots of
@@ -207,6 +233,8 @@ class Decoder(Worker):
             return
         reader = SongReader(cfg.songs[song], cfg.device, cfg.cache_dir, DECODE_BLOCK)
         reader.seek(frame)
+        self._mixed.pop(slot.index, None)
+        slot.mix_from = self.mix.version
         self.overlays[slot.index] = self._overlays_of(cfg.songs[song])
         slot.song = song
         slot.start = reader.position
@@ -259,6 +287,15 @@ class Engine:
         # plan id, switch at song frame, play on from song frame)
         self.plan: tuple[str, int, int, int] = ("", 0, 0, 0)
         self._section_seen = (-1, -2)  # (song, section) the slots were last prepared for
+        # the live mix: the value in use, when it last changed, the switch that brings it to
+        # the playing slot (tag, tries) and whether it waits for a jump or vamp to be made
+        self.mix = LiveMix()
+        self._mix_changed = -MIX_SETTLE_S
+        self._mix_switch_tag: tuple | None = None
+        self._mix_tries = 0
+        self._mix_due = False
+        self._names: tuple[Config | None, Names | None] = (None, None)
+        self._mix_ramp = linear(max(1, int(MIX_RAMP_MS * cfg.device.rate / 1000)))
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -553,20 +590,155 @@ class Engine:
         return True
 
     def _switched(self, tag: tuple, new: int) -> None:
-        """Monitor, under self.lock: the writer switched; a vamp goes round again."""
+        """Monitor, under self.lock: the writer switched; a vamp goes round again, a jump or
+        vamp that a live mix switch replaced is posted again, and a slot decoded with an
+        older mix is brought up to date."""
         self._playing = new
         self._consumed.add(new)
-        if tag[0] == "vamp" and self.vamp is not None:
+        if tag[0] == "mix":
+            if tag == self._mix_switch_tag:
+                self._mix_switch_tag = None
+                self.decoder.urgent = -1
+            self._repost_structure()
+        elif tag[0] == "vamp" and self.vamp is not None:
             song, start, end = self.vamp
-            if self.slots[new].song == song and self._post_switch(
-                    song, start, end, self.cfg.songs[song].structure, "vamp"):
-                return
-            log.warning("vamp could not go round again; the song plays on")
-            self.vamp = None
-        if tag[0] == "jump" or self.vamp is None:
+            if not (self.slots[new].song == song and self._post_switch(
+                    song, start, end, self.cfg.songs[song].structure, "vamp")):
+                log.warning("vamp could not go round again; the song plays on")
+                self.vamp = None
+        if tag[0] == "jump" or (tag[0] == "vamp" and self.vamp is None):
             self.pending = None
             if self.plan[0] == "jump":
                 self.plan = ("", self.plan[1], 0, 0)
+        if tag[0] != "mix":
+            self._mix_playing()
+
+    # ---- the live mix: mute, solo, trim (control side) ---------------------------------------
+    def mix_command(self, verb: str, target: str | None = None, db: float | None = None,
+                    scope: str = "night") -> tuple[bool, str]:
+        """mute / unmute / solo / unsolo / trim a stem or output, or reset the mix. A bad
+        name or value is refused with what exists; the mix is then unchanged."""
+        with self.lock:
+            try:
+                new = self.mix.changed(verb, target, self.mix_names(), db, scope)
+            except MixError as exc:
+                return False, str(exc)
+            self._set_mix(new)
+        self._notify("mix")
+        if verb == "reset":
+            return True, "live mix reset: every stem as its song file says"
+        what = f"trimmed to {new.as_status()['trim_db'].get(target.casefold(), 0):+g} dB" \
+            if verb == "trim" else {"mute": "muted", "unmute": "unmuted", "solo": "soloed",
+                                    "unsolo": "no longer soloed"}[verb]
+        return True, f"{target} {what}" + (" for this song" if scope == "song" else "")
+
+    def mirror_mix(self, mix: LiveMix) -> None:
+        """A follower takes its leader's mix (peer MIX), so a takeover never brings back a
+        muted stem; also the state file's mix at start."""
+        with self.lock:
+            if mix.to_json() == self.mix.to_json():
+                return
+            self._set_mix(LiveMix.from_json(mix.to_json(), self.mix.version + 1))
+        self._notify("mix")
+
+    def mix_names(self) -> Names:
+        cfg, names = self._names
+        if cfg is not self.cfg or names is None:
+            names = Names.of(self.cfg.songs, self.cfg.outputs)
+            self._names = (self.cfg, names)
+        return names
+
+    def _set_mix(self, mix: LiveMix) -> None:
+        self.mix = mix
+        self.decoder.mix = mix
+        self._mix_changed = time.monotonic()
+        self._mix_tries = 0
+        self._mix_playing()
+        self._prepare()
+
+    def _stale(self, slot: Slot) -> bool:
+        """Its ring holds frames mixed with an older live mix (a slot still to be decoded
+        will take the mix in use)."""
+        return slot.mix_from != self.mix.version and slot.have is not None \
+            and slot.have == slot.want
+
+    def _mix_playing(self) -> None:
+        """Bring the new mix to what plays within a period or two: a slot of the same song
+        from a frame just ahead of the writer, decoded with the new mix, and a switch to it
+        at that frame over a short linear ramp (the same audio on both sides but for the
+        change, so no dip). The ring already decoded seconds ahead cannot be changed."""
+        i = self._playing
+        if i < 0 or not self._stale(self.slots[i]) or self.slots[i].song < 0:
+            return
+        song = self.slots[i].song
+        period = self.cfg.device.period
+        g_out, g_in = self._mix_ramp
+        at = self._writer_frame(song) + (1 + 2 * self._mix_tries) * period
+        soon = self._structure_at()
+        if soon is not None and soon < at + len(g_in) + 2 * period:
+            self._mix_due = True  # the jump or vamp comes first; the mix follows on its slot
+            return
+        self._mix_due = False
+        slot = self._prepare((song, at))
+        if slot is None:
+            return
+        self.decoder.urgent = slot.index
+        self.decoder.wake.set()
+        deadline = time.monotonic() + 0.5
+        while not slot.ready(len(g_in) + 2 * period):
+            if time.monotonic() > deadline:
+                log.warning("live mix: the playing song could not be decoded again in time; "
+                            "the change is heard when the decoded audio runs out")
+                return
+            time.sleep(0.0005)
+        self._switch_tags += 1
+        tag = ("mix", self._switch_tags)
+        self._consumed.add(slot.index)
+        self._post("switch", i, at, slot.index, g_out, g_in, tag, slots=(i, slot.index))
+        self._mix_switch_tag = tag
+
+    def _mix_missed(self, tag: tuple) -> None:
+        """Monitor, under self.lock: a live mix switch came too late for its frame (a busy
+        host): try again further ahead, a few times."""
+        if tag != self._mix_switch_tag:
+            return
+        self._mix_switch_tag = None
+        self._mix_tries += 1
+        if self._mix_tries >= MIX_TRIES:
+            log.warning("live mix: %d tries came too late; the change is heard when the "
+                        "decoded audio runs out", MIX_TRIES)
+            return
+        self._mix_playing()
+
+    def _structure_at(self) -> int | None:
+        """The song frame of the jump or vamp the writer holds, if any."""
+        if self.plan[0] in ("jump", "vamp") and (self.pending is not None or self.vamp):
+            return self.plan[2]
+        return None
+
+    def _repost_structure(self) -> None:
+        """A live mix switch took the writer's one pending switch: post the jump or vamp
+        again, from the new slot (its target decoded with the new mix)."""
+        cur = self.transport.current
+        if cur.state != PLAYING or self._structure_at() is None:
+            if self._mix_due:
+                self._mix_playing()
+            return
+        st = self.cfg.songs[cur.song].structure
+        kind, _id, at, to = self.plan
+        if not self._post_switch(cur.song, to, at, st, kind):
+            log.warning("%s lost to a live mix change: its target was not ready", kind)
+            self._forget_structure()
+
+    def _settle_mix(self) -> None:
+        """Monitor: once a mix has held for MIX_SETTLE_S, the waiting slots decoded with an
+        older one are decoded again (not at every change: 20 changes a second would decode
+        every waiting slot 20 times a second)."""
+        if time.monotonic() - self._mix_changed < MIX_SETTLE_S:
+            return
+        if any(self._stale(s) for s in self.slots):
+            with self.lock:
+                self._prepare()
 
     # ---- slot management (control side, under self.lock) -------------------------------------
     def _busy(self) -> set[int]:
@@ -619,11 +791,13 @@ class Engine:
         if extra is not None and extra not in targets:
             targets.insert(0, extra)
         have: dict[tuple[int, int], Slot] = {}
+        settled = time.monotonic() - self._mix_changed >= MIX_SETTLE_S
         for s in self.slots:
             if s.index in self._consumed or s.want is None:
                 continue
             key = (s.want[0], s.want[1])
-            if key in targets and key not in have:
+            if key in targets and key not in have and not (
+                    (settled or key == extra) and self._stale(s)):
                 have[key] = s
         keep = {s.index for s in have.values()} | busy
         free = [s for s in self.slots if s.index not in keep]
@@ -725,6 +899,7 @@ class Engine:
             try:
                 self._drain_events()
                 self._follow_sections()
+                self._settle_mix()
             except Exception:  # noqa: BLE001
                 log.exception("monitor error")
 
@@ -758,6 +933,8 @@ class Engine:
                     self._switched(ev[1], ev[2])
                     self._prepare()
                     changed = True
+                elif kind == "switch_missed" and ev[1][0] == "mix":
+                    self._mix_missed(ev[1])
                 elif kind in ("switch_missed", "switch_cancelled", "switch_replaced"):
                     if kind == "switch_missed":
                         if self.plan[0] in ("jump", "vamp") and self.running \
@@ -801,6 +978,10 @@ class Engine:
         `after: next`): MIDI out sends the song's program changes now, a period or more before
         its first frame reaches the DAC. Resuming from pause is not a start."""
         self.started_song = song
+        if self.mix.song_scoped:
+            self._set_mix(self.mix.song_ended())  # "for this song" changes end here
+        else:
+            self._mix_playing()  # a gapless next song prepared before the last change
         self._notify("song_started")
 
     def _notify(self, event: str) -> None:
@@ -866,7 +1047,7 @@ class Engine:
             seconds=frame / rate, duration=(length or 0) / rate,
             underruns=w.sink.underruns, starved=w.starved, device=device,
             realtime=f"{w.rt_status}; memory {self.memory_locked}", problems=problems,
-            vamp=self.vamp is not None, pending=pending, **where)
+            vamp=self.vamp is not None, pending=pending, mix=self.mix.as_status(), **where)
 
     # ---- hot standby primitives (used by appliance.peer.node) --------------------------------
     def set_audible(self, audible: bool, fade: bool = True) -> None:

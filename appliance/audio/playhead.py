@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
+from ..livemix import LiveMix
 from ..transport import PLAYING, State
 from .dacclock import DacClock
 
@@ -150,6 +151,14 @@ class PlayHead:
 
     def set_pilot(self, on: bool) -> None:
         self._engine.set_pilot(on)
+
+    @property
+    def mix(self) -> LiveMix:
+        """The live mix in use (an immutable value: a new object at every change)."""
+        return self._engine.mix
+
+    def mirror_mix(self, mix: LiveMix) -> None:
+        self._engine.mirror_mix(mix)
 
     def set_beacon(self, fn: Callable[[], None] | None) -> None:
         """`fn()` in the writer thread after every period that reached the device (see

@@ -21,7 +21,7 @@ import re
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -451,6 +451,13 @@ class SongReader:
         self.routes = [Route.for_stem(s.stem, s.info.channels) for s in self.stems]
         self.frames = max((s.frames for s in self.stems), default=0)
         self._scratch = np.zeros(self.block, np.float32)
+        self._base = list(self.routes)
+
+    def set_gains(self, gains: list[float]) -> None:
+        """The live mix's factor per stem (appliance.livemix), on top of each stem's gain
+        from the song file; a stem at 0 is still read (it keeps its place) but not mixed."""
+        self.routes = [replace(r, gain=np.float32(r.gain * g))
+                       for r, g in zip(self._base, gains, strict=True)]
 
     @property
     def problems(self) -> list[str]:
@@ -476,7 +483,7 @@ class SongReader:
             return n
         for reader, route in zip(self.stems, self.routes, strict=True):
             data = reader.read(n)
-            if data is not None:
+            if data is not None and route.gain != 0.0:
                 mix_into(dst, data, route, self._scratch)
         self.position += n
         return n

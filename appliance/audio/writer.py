@@ -51,6 +51,7 @@ class Slot:
         self.follow = -1      # slot to continue into gaplessly at the end (after: next)
         self.after = "stop"
         self.problems: list[str] = []
+        self.mix_from = 0     # the live mix version its ring was first decoded with
 
     def ready(self, min_frames: int) -> bool:
         return (self.want is not None and self.have == self.want
@@ -125,6 +126,7 @@ class Writer(Worker):
         # treats as busy).
         self._sw: tuple | None = None
         self._xf_old: Slot | None = None
+        self._xf_same = False
         self._xf_pos = 0
         self._xf_out: np.ndarray | None = None
         self._xf_in: np.ndarray | None = None
@@ -507,6 +509,11 @@ class Writer(Worker):
             if sw is not None and sw[0] is slot and not self._fade:
                 left = sw[1] - slot.position
                 if left <= 0:
+                    if left < 0 and sw[5][0] == "mix":
+                        # a live mix switch is only right at its own frame: later, the
+                        # new slot would replay what was already heard (the engine retries)
+                        self._drop_switch("switch_missed", "too late")
+                        continue
                     self._begin_crossfade(done)
                     continue
                 want = min(want, left)
@@ -593,6 +600,7 @@ class Writer(Worker):
         if len(g_in) == 0:
             return
         self._xf_out, self._xf_in, self._xf_pos = g_out, g_in, 0
+        self._xf_same = tag[0] == "mix"  # both sides the same audio but for the mix change
         self._xf_old = old
 
     def _crossfade(self, seg: np.ndarray) -> None:
@@ -606,8 +614,15 @@ class Writer(Worker):
         if m:
             self._read_float(old.ring, tmp, m)
         tmp[m:] = 0.0
-        np.multiply(seg, self._xf_in[p:p + n], out=seg)
-        np.multiply(tmp, self._xf_out[p:p + n], out=tmp)
+        if self._xf_same:
+            # new + (old - new) * gain out: a channel the change did not touch has old ==
+            # new, and comes out exact (a linear fade written as new*in + old*out would be
+            # off by a rounding step on every channel)
+            np.subtract(tmp, seg, out=tmp)
+            np.multiply(tmp, self._xf_out[p:p + n], out=tmp)
+        else:
+            np.multiply(seg, self._xf_in[p:p + n], out=seg)
+            np.multiply(tmp, self._xf_out[p:p + n], out=tmp)
         np.add(seg, tmp, out=seg)
         self._xf_pos = p + n
         if self._xf_pos >= len(self._xf_in):

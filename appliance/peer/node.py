@@ -30,6 +30,7 @@ from collections.abc import Callable
 from ..actions import Action, parse_action
 from ..audio.playhead import PlayHead
 from ..config import Config
+from ..livemix import LiveMix, MixError
 from ..threads import Worker
 from ..transport import PAUSED, PLAYING, STOPPED
 from . import udp, wire
@@ -49,6 +50,7 @@ log = logging.getLogger("backtrack.peer")
 
 PING_EVERY_NS = 50_000_000
 FOLLOWER_EVERY_NS = 100_000_000
+MIX_EVERY_NS = 500_000_000  # the live mix again (it is also sent at once on a change)
 STORM_UNDERRUNS = 3     # underruns within STORM_WINDOW make the leader announce failure
 STORM_WINDOW_NS = 2_000_000_000
 START_TIMEOUT_NS = 60_000_000    # auto timeout until the detector has learned the link
@@ -116,6 +118,7 @@ class PeerNode(Worker):
         # is atomic under the GIL, and the replay window takes the little reordering
         self._seqs = itertools.count(1)
         self._alive_sent = 0
+        self._mix_sent: tuple[object, int] = (None, 0)  # the leader's live mix: (value, when)
         self.guard = wire.ReplayGuard()
         self.counters = wire.Counters()
         self.heartbeat_ns = int(pc.heartbeat_ms * 1e6)
@@ -339,6 +342,10 @@ class PeerNode(Worker):
             if self._change.is_set() or now - self.last_state_sent >= self.heartbeat_ns:
                 self._change.clear()
                 self.send_state()
+            mix = self.head.mix
+            if mix is not self._mix_sent[0] or now - self._mix_sent[1] >= MIX_EVERY_NS:
+                self._mix_sent = (mix, now)
+                self._send(wire.Mix(version=mix.version & 0xFFFFFFFF, text=mix.to_json()))
             if self.wire_out is not None and self.head.healthy(0.05):
                 self.wire_out.toggle()
         else:
@@ -412,6 +419,13 @@ class PeerNode(Worker):
                 if action is not None and self.deduper.accept(
                         str(action), t_recv, f"unit {env.sender}/{env.boot}", p.press_id):
                     self.act_locally(action, f"unit {env.sender}")
+        elif isinstance(p, wire.Mix):
+            if env.sender == self.roles.leader_id and self.roles.role != "leader" \
+                    and p.text != self.head.mix.to_json():
+                try:
+                    self.head.mirror_mix(LiveMix.from_json(p.text))
+                except MixError as exc:
+                    log.error("the leader's live mix is not understood: %s", exc)
         elif isinstance(p, wire.Alive):
             if env.sender == self.roles.leader_id and self.roles.role != "leader":
                 self.roles.on_alive(env.sender, p.term, t_recv)

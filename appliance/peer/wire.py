@@ -44,15 +44,17 @@ from hashlib import blake2b
 from pathlib import Path
 
 from ..errors import UserError
+from ..livemix import MIX_TEXT_MAX
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"BTK"
-VERSION = 3  # 2: STATE carries the switch plan (jumps, vamps); 3: ALIVE
+VERSION = 3  # 2: STATE carries the switch plan (jumps, vamps); 3: ALIVE, MIX
 MAC_LEN = 16
 MIN_KEY_LEN = 16
 ACTION_MAX = 128  # bytes of UTF-8 in a COMMAND action ("goto 120", "setlist friday late")
 REASON_MAX = 64  # bytes of UTF-8 in a FAILING reason (longer reasons are cut, not refused)
+MIX_MAX = MIX_TEXT_MAX  # bytes of UTF-8 of the live mix's JSON in MIX
 
 # STATE.state values (the transport's states, as numbers on the wire)
 STATE_CODES = {"stopped": 0, "cued": 1, "playing": 2, "paused": 3}
@@ -76,6 +78,7 @@ class Kind(IntEnum):
     FAILING = 5
     FOLLOWER = 6
     ALIVE = 7
+    MIX = 8
 
 
 class WireError(ValueError):
@@ -202,7 +205,17 @@ class Alive:
     term: int
 
 
-Payload = LeaderState | Ping | Pong | Command | Failing | Follower | Alive
+@dataclass(frozen=True)
+class Mix:
+    """Leader -> followers: the live mix (appliance.livemix, its compact JSON), at every
+    change and twice a second, so a takeover never brings a muted stem back. `version`
+    counts the leader's changes; a follower compares the text, not the number."""
+
+    version: int
+    text: str
+
+
+Payload = LeaderState | Ping | Pong | Command | Failing | Follower | Alive | Mix
 
 
 @dataclass(frozen=True)
@@ -232,10 +245,11 @@ _LAYOUT: dict[Kind, struct.Struct] = {
     Kind.FAILING: struct.Struct(f"!QB{REASON_MAX}s"),
     Kind.FOLLOWER: struct.Struct("!QqBH"),
     Kind.ALIVE: struct.Struct("!Q"),
+    Kind.MIX: struct.Struct(f"!IH{MIX_MAX}s"),
 }
 KIND_OF: dict[type, Kind] = {
     LeaderState: Kind.STATE, Ping: Kind.PING, Pong: Kind.PONG, Command: Kind.COMMAND,
-    Failing: Kind.FAILING, Follower: Kind.FOLLOWER, Alive: Kind.ALIVE,
+    Failing: Kind.FAILING, Follower: Kind.FOLLOWER, Alive: Kind.ALIVE, Mix: Kind.MIX,
 }
 # total datagram length per kind byte: the length check needs no enum conversion
 _TOTAL: dict[int, int] = {int(k): HEADER_LEN + s.size + MAC_LEN for k, s in _LAYOUT.items()}
@@ -294,6 +308,9 @@ def _pack_payload(p: Payload) -> tuple[Kind, bytes]:
             return kind, layout.pack(p.term, n, raw)
         if isinstance(p, Alive):
             return kind, layout.pack(p.term)
+        if isinstance(p, Mix):
+            n, raw = _pack_text(p.text, MIX_MAX, cut=False)
+            return kind, layout.pack(p.version, n, raw)
         assert isinstance(p, Follower)
         if not 0 <= p.why_not < 128:
             raise ValueError("Follower.why_not does not fit 7 bits")
@@ -326,6 +343,8 @@ def _unpack_payload(kind: int, raw: bytes) -> Payload:
         return Failing(v[0], _text(v[2], v[1], REASON_MAX))
     if kind == Kind.ALIVE:
         return Alive(*v)
+    if kind == Kind.MIX:
+        return Mix(v[0], _text(v[2], v[1], MIX_MAX))
     term, err, flags, prio = v
     if flags >> 1 & ~sum(WHY_NOT):
         raise WireError("payload", "unknown follower problem bits")

@@ -87,6 +87,7 @@ class MidiMapping:
     action: Action
     value: int | None = None  # cc value to match; None: any value >= 64
     channel: int | None = None  # 1-16, None: any
+    trim: str | None = None  # a cc whose value sets this stem's or output's live trim
 
 
 @dataclass(frozen=True)
@@ -551,9 +552,13 @@ def _midi(r: NodeReader, node: yaml.Node | None, show: _Show) -> MidiConfig | No
     mappings = []
     for i, mnode in enumerate(r.sequence(m.get("map"), "midi.map") or []):
         key = f"midi.map[{i}]"
-        mm = r.mapping(mnode, key, ("note", "cc", "program", "value", "channel", "action"),
-                       required=("action",))
+        mm = r.mapping(mnode, key, ("note", "cc", "program", "value", "channel", "action",
+                                    "trim"))
         if mm is None:
+            continue
+        if ("action" in mm) == ("trim" in mm):
+            r.error(mnode, key, "give exactly one of action or trim (a cc that sets a stem's "
+                    "or output's live trim: {cc: 7, trim: guide})")
             continue
         kinds = [k for k in ("note", "cc", "program") if k in mm]
         if len(kinds) != 1:
@@ -566,9 +571,15 @@ def _midi(r: NodeReader, node: yaml.Node | None, show: _Show) -> MidiConfig | No
         if value is not None and kind != "cc":
             r.error(mm.get("value"), f"{key}.value", "value only applies to cc mappings")
         channel = r.integer(mm.get("channel"), f"{key}.channel", 1, 16, default=None)
-        action = _action(r, mm.get("action"), f"{key}.action", show)
+        trim = r.text(mm.get("trim"), f"{key}.trim", default=None)
+        if trim is not None and (kind != "cc" or value is not None):
+            r.error(mm["trim"], f"{key}.trim", "trim goes with a cc and no value (the cc's "
+                    "value sets the level)")
+            continue
+        action = Action("trim", trim) if trim is not None else \
+            _action(r, mm.get("action"), f"{key}.action", show)
         if num is not None and action is not None:
-            mappings.append(MidiMapping(kind, num, action, value, channel))
+            mappings.append(MidiMapping(kind, num, action, value, channel, trim))
     out_port, clock, mtc, fps, offset = None, False, False, 25, 0.0
     out = r.mapping(m.get("out"), "midi.out", ("port", "clock", "mtc", "mtc_fps", "offset_ms"),
                     required=("port",))

@@ -164,6 +164,15 @@ class LiveMix:
         return replace(LiveMix(), version=version - 1)._made(muted, solo, trims, scoped)
 
 
+def cc_to_db(value: int) -> float:
+    """A MIDI fader's value as a trim: the General MIDI volume law (gain (v/127)^2), so 127
+    is 0 dB, 100 about -4 dB, 64 about -12 dB, and 0 the floor (-60 dB); rounded to 0.1 dB
+    so a fader's small moves do not each make a change."""
+    if value <= 0:
+        return TRIM_MIN_DB
+    return max(TRIM_MIN_DB, round(40.0 * math.log10(min(value, 127) / 127.0), 1))
+
+
 def check_trim(db: object) -> float:
     try:
         v = float(db)  # type: ignore[arg-type]

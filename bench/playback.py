@@ -72,7 +72,8 @@ def aplay_cmd(wav: Path, pcm: str, period: int = 256, periods: int = 3) -> list[
             f"--buffer-size={period * periods}", str(wav)]
 
 
-def bench_cpu(rounds: int, seconds: float) -> None:
+def bench_cpu(rounds: int, seconds: float, setup=None, title: str = "") -> None:
+    """`setup(daemon)`, if given, runs before each round's `play` (a live mix to hold)."""
     ja = start_jack_audio(seconds=rounds * 2 * (seconds + 3) + 30)
     rows = {"daemon": [], "aplay": []}
     work: list[dict] = []
@@ -86,6 +87,8 @@ def bench_cpu(rounds: int, seconds: float) -> None:
             for _ in range(rounds):
                 with DaemonProcess(show, ja.environ()) as dmn:
                     time.sleep(0.5)
+                    if setup is not None:
+                        setup(dmn)
                     dmn.ctl("play")
                     c0, t0 = proc_cpu_s(dmn.proc.pid), time.monotonic()
                     time.sleep(seconds)
@@ -103,7 +106,7 @@ def bench_cpu(rounds: int, seconds: float) -> None:
     finally:
         ja.close()
     d, a = np.median(rows["daemon"]), np.median(rows["aplay"])
-    print(f"2. CPU, 8 stems -> 8 outputs, {rounds} alternating rounds of {seconds:.0f} s "
+    print(f"2. CPU, 8 stems -> 8 outputs{title}, {rounds} alternating rounds of {seconds:.0f} s "
           "(goal ratio <= 2x)")
     print(f"  daemon  median {d:6.2f} % of a core  worst {max(rows['daemon']):6.2f} %")
     print(f"  aplay   median {a:6.2f} % of a core  worst {max(rows['aplay']):6.2f} % "
@@ -117,7 +120,10 @@ def bench_cpu(rounds: int, seconds: float) -> None:
               f"max {max(w['max_us'] for w in work):.1f} us (period 256 = 5333 us)")
 
 
-def bench_underruns(minutes: float, period: int = 128, periods: int = 3) -> None:
+def bench_underruns(minutes: float, period: int = 128, periods: int = 3, poke=None,
+                    poke_hz: float = 0.0, title: str = "") -> None:
+    """`poke(daemon, k)`, if given, is called `poke_hz` times a second while playing (live
+    mix changes)."""
     seconds = minutes * 60
     ja = start_jack_audio(period=period, seconds=seconds + 30)
     nhogs = os.cpu_count() or 2
@@ -129,14 +135,21 @@ def bench_underruns(minutes: float, period: int = 128, periods: int = 3) -> None
                 time.sleep(1.0)
                 dmn.ctl("play")
                 end = time.monotonic() + seconds
+                k = 0
                 while time.monotonic() < end:
-                    time.sleep(min(5.0, max(0.0, end - time.monotonic())))
+                    if poke is None:
+                        time.sleep(min(5.0, max(0.0, end - time.monotonic())))
+                        continue
+                    poke(dmn, k)
+                    k += 1
+                    time.sleep(1 / poke_hz)
                 st = dmn.ctl("status")["state"]
             rec = ja.stop()
     finally:
         ja.close()
     print(f"3. underruns in {minutes:g} min at period {period} x {periods} "
-          f"({period * periods / RATE * 1000:.1f} ms buffer) with {nhogs} CPU hogs (goal 0)")
+          f"({period * periods / RATE * 1000:.1f} ms buffer) with {nhogs} CPU hogs{title} "
+          "(goal 0)")
     print(f"  ALSA underruns (xruns) {st['xruns']}   decoder late (starved periods) "
           f"{st['starved']}   recorder missed JACK cycles {rec.missed_cycles()}   "
           f"writer: {st['realtime']}")

@@ -13,8 +13,8 @@ NAT), so PING/PONG and forwarded commands take the same lossy path.
 
 It stops by itself after `--seconds` and prints its counts to stdout on SIGTERM, with how
 late it delivered (a relay held up is a stalled network, not a stalled unit). It runs at
-SCHED_FIFO 1 when allowed: above busy ordinary processes, below every real-time thread of
-the units (at a high priority it starved them).
+SCHED_FIFO 62 when allowed: above busy ordinary processes, JACK and the units' decoders,
+below the units' peer threads and audio writers.
 """
 
 from __future__ import annotations
@@ -81,12 +81,15 @@ def run(a_side: int, b_side: int, a_listen: int, b_listen: int, loss: float, del
 
 
 def _above_ordinary_processes() -> None:
-    """SCHED_FIFO 1: busy processes at normal priority (a benchmark's CPU hogs, other tests)
-    must not hold up the "network", or a stalled relay is taken for a stalled unit (seen:
-    deliveries 34 ms late with two hogs); at the lowest real-time priority it still yields
-    to every thread of the units and of JACK. (At a high priority it starved the units.)"""
+    """SCHED_FIFO 62: a real network is not slowed down by what the units decode, but this
+    relay is a process like them. At normal priority busy processes held it up (deliveries
+    34 ms late with two CPU hogs); at SCHED_FIFO 1 the units' own real-time decoders and
+    the JACK servers still did (41.7 ms late, with ALIVE from the writers: a false
+    takeover blamed on the relay). 62 is above the decoders (60), monitors and JACK, and
+    below the units' peer threads (65) and writers (70), which it must never hold up
+    (at a priority above those it starved them)."""
     try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(62))
     except (AttributeError, OSError):
         pass  # not allowed here: the relay runs as before, its lateness says so
 

@@ -527,3 +527,34 @@ def test_jump_sends_song_position_of_the_section(inproc, jack_audio, tmp_path): 
     span_s = (ticks[-1] - ticks[0]) / 1e9
     assert abs(len(ticks) - 1 - span_s * 48) <= 2, (len(ticks), span_s)
     assert sum(t < t_cont + 15_000_000 for t in ticks) <= 2, [(t - t_cont) / 1e6 for t in ticks[:5]]
+
+
+def test_a_fader_trims_a_stem_and_a_note_mutes_one(inproc, jack_audio, tmp_path):  # noqa: F811
+    """`{cc: 7, trim: pad}`: the fader's value sets the output's live trim by the GM volume
+    law; `{note: 40, action: "mute s1_bass"}` mutes a stem."""
+    yaml_ = MIDI_YAML.replace("    - {note: 60, action: play}\n",
+                              "    - {note: 60, action: play}\n    - {cc: 7, trim: pad}\n"
+                              '    - {note: 40, action: "mute s1_bass"}\n')
+    show = make_show(tmp_path, [6.0], extra=yaml_)
+    pedal = Pedal()
+    try:
+        d = inproc(show.config)
+        comp = next(c for c in d.components if hasattr(c, "input"))
+        wait_for(lambda: comp.input.port.port_name, 5, "the pedal found")
+        pedal.send(0xB0, 7, 64)
+        wait_for(lambda: d.status()["mix"]["trim_db"] == {"pad": -11.9}, 3, "the fader's trim")
+        pedal.send(0xB0, 7, 0)
+        wait_for(lambda: d.status()["mix"]["trim_db"] == {"pad": -60.0}, 3, "the fader down")
+        pedal.send(0x90, 40, 100)
+        wait_for(lambda: d.status()["mix"]["muted"] == ["s1_bass"], 3, "the note's mute")
+    finally:
+        pedal.close()
+
+
+def test_midi_trim_needs_a_cc_without_value(tmp_path):
+    from appliance import config
+    bad = MIDI_YAML.replace("    - {note: 60, action: play}\n",
+                            "    - {note: 60, trim: pad}\n")
+    show = make_show(tmp_path, [1.0], extra=bad)
+    with pytest.raises(config.ConfigError, match=r"midi.map\[0\].trim: trim goes with a cc"):
+        config.load(show.config)

@@ -243,12 +243,15 @@ def test_lossy_jittery_link_no_false_takeover_and_a_real_kill_still_taken(
             checks.append((sb_["role"], sb_["peer"]["term"]))
             time.sleep(0.5)
         learned = b.status()["peer"]
+        learned_a = a.status()
         a.proc.kill()
         wait_for(lambda: b.status()["role"] == "leader", timeout=3)
         counts = link.close()
     assert all(r == "follower" and t == term for r, t in checks), \
         ([(i / 2, c) for i, c in enumerate(checks) if c != ("follower", term)],
-         [ln for ln in b.log().splitlines() if "taking over" in ln])
+         [ln for ln in b.log().splitlines() if "taking over" in ln],
+         f"relay: {counts}", f"leader writer: {learned_a.get('writer')}, "
+         f"xruns {learned_a.get('xruns')}")
     assert learned["detector"]["learned"] and learned["timeout_ms"] > 12, learned
     print(f"lossy link: {counts}; follower learned timeout {learned['timeout_ms']} ms "
           f"({learned['detector']})")

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 
 from ..actions import Action
 from ..config import Config, MidiConfig, MidiMapping
+from ..livemix import cc_to_db
 from ..tempomap import TempoMap
 from ..threads import Worker
 from .midiclock import JUMP_MIN_S, SyncScheduler, Timed
@@ -123,6 +124,9 @@ class MappingTable:
         out = []
         for m in self.table.get(key, ()):
             if m.channel is not None and m.channel != channel:
+                continue
+            if m.trim is not None and value is not None:
+                out.append(Action("trim", f"{m.trim} {cc_to_db(value):g}"))
                 continue
             if key[0] == "cc" and not (value == m.value if m.value is not None else value >= 64):
                 continue

@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 from common import RATE, DaemonProcess, row, start_jack_audio
 from playback import bench_cpu, bench_underruns
-from structure import coded_set, latencies, song_frames
+from structure import CODE, coded_set, latencies, song_frames
 
 STEM = 2  # stem3.wav -> output o3 (device channel 3, 0-based 2)
 
@@ -33,6 +33,8 @@ def ramp_starts(audio: np.ndarray, exp: np.ndarray) -> np.ndarray:
     gain = recorded / expected for that stem's channel, read where the expected sample is
     far from zero; the song frame of each recorded frame comes from the position code."""
     f = song_frames(audio)
+    on = np.flatnonzero(f >= 0)  # the code counts song frames modulo 2^20 (21.8 s): unwrap
+    f[on] += np.concatenate([[0], np.cumsum(np.diff(f[on]) < -CODE // 2)]) * CODE
     ok = (f >= 0) & (f < len(exp))
     e = np.where(ok, exp[np.clip(f, 0, len(exp) - 1)], 0.0)
     big = ok & (np.abs(e) > 0.02)
@@ -78,6 +80,12 @@ def bench_latency(changes: int, period: int) -> None:
     print(f"1. command -> change heard (`mute`/`unmute` of a stem), period {period} x 3 "
           f"(ALSA buffer {buf_ms:.1f} ms; goal p99 <= {buf_ms + 10:.1f} ms)")
     print(row("mix command -> first ramp frame", lat))
+    print(f"  slowest: {', '.join(f'{x:.1f}' for x in sorted(lat)[-4:])} ms")
+    if "-v" in sys.argv:
+        t0 = sent[0]
+        print("  sent  ", [round((t - t0) / 1e6) for t in sent])
+        print("  heard ", [round((t - t0) / 1e6) for t in times])
+        print("\n".join(ln for ln in log.splitlines() if "WARNING" in ln or "ERROR" in ln))
     retries = log.count("live mix:")
     print(f"  changes sent {len(sent)}, heard {len(starts)}, 'live mix' warnings {retries}, "
           f"recorder missed JACK cycles {rec.missed_cycles()}")
@@ -106,6 +114,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--minutes", type=float, default=5)
     ap.add_argument("--period", type=int, default=256)
+    ap.add_argument("-v", action="store_true", help="print every command's and change's time")
     a = ap.parse_args()
     for w in a.which:
         if w == "latency":

@@ -535,7 +535,7 @@ def test_a_fader_trims_a_stem_and_a_note_mutes_one(inproc, jack_audio, tmp_path)
     yaml_ = MIDI_YAML.replace("    - {note: 60, action: play}\n",
                               "    - {note: 60, action: play}\n    - {cc: 7, trim: pad}\n"
                               '    - {note: 40, action: "mute s1_bass"}\n')
-    show = make_show(tmp_path, [6.0], extra=yaml_)
+    show = make_show(tmp_path, [6.0, 2.0], extra=yaml_)
     pedal = Pedal()
     try:
         d = inproc(show.config)

@@ -54,10 +54,12 @@ NSLOTS = 10
 DECODE_BLOCK = 16384  # frames per decode step: fewer, larger NumPy calls (less Python per second)
 FIRST_BLOCK = 2048    # a slot just retargeted is decoded in short steps first: ready sooner
 PREFILL_S = 0.5       # a slot waiting to be played holds this much; the playing one a ring
+URGENT_BLOCK = 1024   # a live mix switch's slot: its first frames as soon as possible
 READY_S = 0.25        # a slot counts as ready with this much decoded (or the whole song)
 PREPARE_TIMEOUT_S = 5.0
 MONITOR_BACKSTOP_S = 0.5  # the monitor wakes on the writer's news; this is only a backstop
 MIX_RAMP_MS = 5.0  # a live mix change is a linear ramp this long: no click, no dip
+MIX_LEAD_MS = 8.0  # at least this far ahead of the writer's newest period: time to decode
 MIX_SETTLE_S = 0.3  # waiting slots are decoded again with a new mix once it held this long
 MIX_TRIES = 5  # a live mix switch late for its frame is posted again, this many times
 DECODER_MAX_SLEEP_S = 0.25  # far less than a ring (>= 4 decode steps, 1.4 s at 48 kHz)
@@ -163,8 +165,9 @@ class Decoder(Worker):
                 continue
             region = ring.write_region()
             frame0 = reader.position
+            first = URGENT_BLOCK if slot.index == urgent else FIRST_BLOCK
             n = reader.read_into(self._mix[:min(len(region), DECODE_BLOCK,
-                                                max(FIRST_BLOCK, have))])
+                                                max(first, have))])
             if n:
                 over = self.overlays.get(slot.index)
                 if over is not None:
@@ -673,7 +676,11 @@ class Engine:
         song = self.slots[i].song
         period = self.cfg.device.period
         g_out, g_in = self._mix_ramp
-        at = self._writer_frame(song) + (1 + 2 * self._mix_tries) * period
+        # the first frame a switch posted now can still change (the period after next: the
+        # next one is rendered too soon to decode for; measured, every such try was late);
+        # a try too late for its frame is made again two periods further on
+        lead = max(0, int(MIX_LEAD_MS * self.cfg.device.rate / 1000) - 2 * period)
+        at = self._writer_frame(song) + lead + 2 * self._mix_tries * period
         soon = self._structure_at()
         if soon is not None and soon < at + len(g_in) + 2 * period:
             self._mix_due = True  # the jump or vamp comes first; the mix follows on its slot
@@ -681,11 +688,13 @@ class Engine:
         self._mix_due = False
         slot = self._prepare((song, at))
         if slot is None:
+            log.warning("live mix: no slot free to decode the playing song again; the change "
+                        "is heard when the decoded audio runs out")
             return
         self.decoder.urgent = slot.index
         self.decoder.wake.set()
         deadline = time.monotonic() + 0.5
-        while not slot.ready(len(g_in) + 2 * period):
+        while not slot.ready(len(g_in) + period):
             if time.monotonic() > deadline:
                 log.warning("live mix: the playing song could not be decoded again in time; "
                             "the change is heard when the decoded audio runs out")

@@ -19,11 +19,15 @@ STRUCTURE = ("jump", "vamp", "cancel")
 """Actions on the song's structure (sections, vamps): carried out by the engine against the
 song's tempo map, not by the transport."""
 
+LOCAL = ("selftest",)
+"""Actions a unit carries out itself, never sent to a pair's leader: the self-test checks
+the box whose footswitch was held (appliance.selftest)."""
+
 ACTIONS = (*TRANSPORT, "goto N", "goto TITLE", "setlist NAME", "jump SECTION [WHEN]",
-           "vamp [BARS]", "cancel")
+           "vamp [BARS]", "cancel", *LOCAL)
 """How actions are written where a person types one (config, errors)."""
 
-COMMANDS = (*TRANSPORT, "goto", "setlist", *STRUCTURE, "setlists", "status")
+COMMANDS = (*TRANSPORT, "goto", "setlist", *STRUCTURE, *LOCAL, "setlists", "status")
 """The control socket's and `backtrack ctl`'s verbs: the actions plus the queries."""
 
 SPELLED_COMMANDS = tuple({"goto": "goto N|TITLE", "setlist": "setlist NAME",
@@ -60,7 +64,7 @@ def parse_action(text: str, titles: bool = False) -> Action | None:
     are always a song number, so `str(action)` parses back to the same action, which the
     hot-standby wire and its de-duplication rely on."""
     text = text.strip()
-    if text in TRANSPORT:
+    if text in TRANSPORT or text in LOCAL:
         return Action(text)
     m = _GOTO.match(text)
     if m:

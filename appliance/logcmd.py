@@ -71,6 +71,8 @@ def describe(rec: dict[str, Any]) -> str:
         return f"STEM FAILED: {_song(rec)}: {g('problem')} (plays as silence)"
     if k == "role":
         return f"role: {g('was')} -> {g('role')} (term {g('term')})"
+    if k == "lead":
+        return f"this unit leads (term {g('term')}): {g('why')}"
     if k == "takeover":
         at = f"; at song {g('song')} frame {g('frame')}" if g("song") else ""
         return f"TAKEOVER: this unit leads now (term {g('term')}): {g('why')}{at}"
@@ -127,11 +129,15 @@ def summary(recs: list[dict[str, Any]]) -> list[str]:
     def series(key: str) -> list[float]:
         return [float(s[key]) for s in samples if isinstance(s.get(key), (int, float))]
 
-    peaks = [abs(x) for x in series("lock_error_peak_ms") or series("lock_error_ms")]
+    locked = [s for s in samples if s.get("locked") is not False]  # joining is not locked
+    peaks = [abs(float(s[k])) for s in locked for k in ("lock_error_peak_ms",)
+             if isinstance(s.get(k), (int, float))] or \
+        [abs(float(s["lock_error_ms"])) for s in locked
+         if isinstance(s.get("lock_error_ms"), (int, float))]
     if peaks:
         peaks.sort()
         p99 = peaks[min(len(peaks) - 1, int(0.99 * len(peaks)))]
-        out.append(f"lock error: max {peaks[-1]:.3f} ms, p99 {p99:.3f} ms "
+        out.append(f"lock error while locked: max {peaks[-1]:.3f} ms, p99 {p99:.3f} ms "
                    f"({len(peaks)} samples)")
     drift = series("drift_ppm")
     if drift:
@@ -200,6 +206,9 @@ def main(config: str | None, show: int | None = None, as_json: bool = False,
         return 0
     try:
         number, recs, stats = read_show(where, show)
+        # in the order things happened: the file has the show's first record first, then
+        # what happened before the first play, and threads' records may cross by a hair
+        recs.sort(key=lambda r: r.get("t_mono_ns", 0))
     except KeyError:
         have = sorted(shows(where))
         if not have:

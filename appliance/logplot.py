@@ -130,7 +130,8 @@ def plot_show(recs: list[dict[str, Any]], out: Path, title: str = "show") -> dic
     ax_ev.set_ylim(-0.6, len(EVENT_STYLE) - 0.1)
     ax_ev.set_xlabel("minutes since the show began" if minutes else
                      "seconds since the show began")
-    ax_ev.set_xlim(0, max((end - t0) / scale, 1e-3))
+    begin = min(0.0, min((x(r) for r in recs), default=0.0))  # before the show: < 0
+    ax_ev.set_xlim(begin, max((end - t0) / scale, begin + 1e-3))
     for ax in (ax_err, ax_drift, ax_ev):
         handles, _labels = ax.get_legend_handles_labels()
         if handles:

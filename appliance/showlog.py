@@ -332,9 +332,15 @@ class ShowLog(Worker):
             except Exception:  # noqa: BLE001 - a status read must not stop the log
                 pass
         out: list[bytes] = []
-        for t_wall, t_mono, kind, fields in items:
+        for k, (t_wall, t_mono, kind, fields) in enumerate(items):
             if kind == BEGIN:
                 if self._open is None:
+                    # the show begins with the song start that began it (queued a moment
+                    # before this marker by the same command)
+                    for tw, tm, kd, _f in reversed(items[:k]):
+                        if kd == "song_start" and t_mono - tm < 100_000_000:
+                            t_wall, t_mono = tw - 1, tm - 1
+                            break
                     self._start_show(t_wall, t_mono)
                 self._want_show = False
                 continue

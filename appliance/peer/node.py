@@ -444,9 +444,13 @@ class PeerNode(Worker):
         if err is not None and abs(err) > self._err_peak:
             self._err_peak = abs(err)
         if self.lock.locked != self._was_locked:
-            self._was_locked = self.lock.locked
-            self.record("lock", locked=self.lock.locked, song=st.song + 1,
-                        error_ms=round(err / self.rate * 1000, 4) if err is not None else None)
+            if self._was_locked is None and not self.lock.locked:
+                self._was_locked = False  # joining: not a lock lost
+            else:
+                self._was_locked = self.lock.locked
+                self.record("lock", locked=self.lock.locked, song=st.song + 1,
+                            error_ms=round(err / self.rate * 1000, 4) if err is not None
+                            else None)
         if decision is SEEK:
             self._seek(st, est, now)
         elif decision.kind == "correct":
@@ -596,9 +600,12 @@ class PeerNode(Worker):
                            f"{d['gap_max_ms']} ms in the last 5 minutes)")
                 log.warning("taking over as leader (term %d)%s", self.roles.term, why)
                 song, frame = self._where()
-                self.record("takeover", term=self.roles.term, why=why.lstrip(": ") or
-                            "the leader announced its failure or none was heard",
-                            song=song, frame=frame)
+                if self.leader_seen_ns or self.failing_reason:
+                    self.record("takeover", term=self.roles.term, why=why.lstrip(": ") or
+                                "the leader announced its failure", song=song, frame=frame)
+                else:  # nobody led when this unit started: leading is not taking over
+                    self.record("lead", term=self.roles.term,
+                                why="no running leader heard at start")
                 self.failing_reason = ""
                 self._carry_on(time.monotonic_ns())
                 self._become_audible()

@@ -41,7 +41,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .realtime import set_thread_fifo
+from .realtime import lowest_fifo_no_inherit
 from .sysinfo import disk_space, storage_health
 from .transport import PAUSED, PLAYING
 
@@ -119,7 +119,7 @@ class SelfTest:
     # ---- the run -----------------------------------------------------------------------------
     def _run(self, run_id: int, why: str) -> None:
         cfg = self.daemon.cfg
-        set_thread_fifo(1 if cfg.engine.realtime_priority > 0 else 0)
+        lowest_fifo_no_inherit(cfg.engine.realtime_priority > 0)
         t0 = time.monotonic()
         checks: list[Check] = []
         try:
@@ -158,7 +158,7 @@ class SelfTest:
         out = [self.check_stems(), self.check_device(), self.check_silent_write(),
                self.check_disk(), self.check_sd_card()]
         wait = self.daemon.cfg.selftest.peer_wait_s - (time.monotonic() - t0) \
-            if why == "start" else 0.0
+            if why.endswith("start") else 0.0
         return out + self.check_pair(wait_s=max(0.0, wait))
 
     def _playing(self) -> bool:

@@ -569,8 +569,9 @@ def run(config_path: str) -> int:
         wait_until_ready(daemon)
         notifier.ready(summary(daemon))
         daemon.warm_cache()
-        if daemon.cfg.selftest.at_start:
-            daemon.selftest.request("start")
+        held = any(getattr(c, "any_held", lambda: False)() for c in daemon.components)
+        if daemon.cfg.selftest.at_start or held:
+            daemon.selftest.request("start" if not held else "footswitch held at start")
         log.info("READY after %.3f s (logging to %s, watchdog %s)", time.monotonic() - t0,
                  sink, f"{notifier.watchdog_s:g} s" if notifier.watchdog_s else "off")
         stall_s = MAX_STALL_S

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .realtime import lowest_fifo_no_inherit
 from .threads import Worker
 
 log = logging.getLogger("backtrack.showlog")
@@ -270,6 +271,12 @@ class ShowLog(Worker):
         self._errors_logged: set[str] = set()
         self.shows_started = 0
         self._closing = False
+
+    def take_priority(self) -> str:
+        """The lowest real-time priority (see appliance.realtime), with RESET_ON_FORK: what
+        the sampler runs (`vcgencmd`) starts as an ordinary process."""
+        lowest_fifo_no_inherit(self.priority > 0)
+        return f"SCHED_FIFO {self.priority}" if self.priority > 0 else "normal"
 
     # ---- any thread --------------------------------------------------------------------------
     def record(self, kind: str, **fields: Any) -> None:

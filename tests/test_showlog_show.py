@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from appliance.actions import Action
 from appliance.peer import wire
 from tests.showkit import DaemonProcess, free_port, make_show, wait_for
+from tests.test_gpio import inproc, mock_pins  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG = "log_dir: shows\nselftest: {at_start: false, peer_wait_s: 0}\n"
@@ -45,7 +47,8 @@ def pair(tmp_path: Path, seconds=(30.0,)):
 
 def log_json(config: Path) -> list[dict]:
     r = backtrack("log", "--config", str(config), "--json")
-    assert r.returncode == 0, r.stderr
+    if r.returncode != 0:
+        raise AssertionError(r.stderr)
     return [json.loads(line) for line in r.stdout.splitlines()]
 
 
@@ -243,13 +246,57 @@ def test_selftest_names_an_absent_peer(jack_audio, tmp_path):
                                              for w in res["warnings"])
 
 
-@pytest.mark.parametrize("what", ["led"])
-def test_selftest_led_patterns(what):
+def test_selftest_led_patterns():
     from appliance.controls.led import PATTERNS, led_state
     assert led_state("cued", True, False, "leader", True, None, "pass") == "selftest_pass"
-    assert led_state("stopped", True, False, "leader", True, False, "fail") == "selftest_fail"
+    assert led_state("stopped", True, False, "leader", True, True, "fail") == "selftest_fail"
+    assert led_state("cued", True, False, "follower", True, True, "fail") == "selftest_fail"
+    # a pair that does not protect says so first (the self-test names it too)
+    assert led_state("stopped", True, False, "leader", True, False, "fail") == "unprotected"
     assert led_state("cued", True, False, "leader", True, None, "running") == "selftest_running"
     # a song plays: the transport shows; trouble always comes first
     assert led_state("playing", True, False, "leader", True, None, "fail") == "playing"
     assert led_state("cued", False, False, "leader", True, None, "pass") == "error"
     assert PATTERNS["selftest_pass"].steps != PATTERNS["selftest_fail"].steps
+
+
+def test_footswitch_hold_runs_the_selftest_and_the_led_shows_it(mock_pins, inproc,  # noqa: F811
+                                                                   tmp_path):
+    show = make_show(tmp_path, [3.0], extra=(
+        "footswitches:\n  - {pin: 27, press: next, hold: selftest, hold_time: 0.3}\n"
+        "led: {pin: 22}\n" + LOG))
+    d = inproc(show.config)
+    time.sleep(0.5)
+    pin = mock_pins.pin(27)
+    pin.drive_low()
+    time.sleep(0.5)   # held past hold_time: the hold, not the press
+    pin.drive_high()
+    res = wait_for(lambda: (s := d.status()["selftest"]) and s.get("result") not in
+                   (None, "running") and s, timeout=15, what="the self-test's result")
+    assert res["why"] == "footswitch" and res["result"] == "pass", res
+    assert d.status()["state"] == "cued"  # the press (next) did not fire
+    led = d.components[0].led
+    wait_for(lambda: "selftest_pass" in led.history, timeout=3, what="the pass pattern")
+    assert led.history.index("selftest_running") < led.history.index("selftest_pass")
+    d.act(Action("play"), "midi")
+    # the show began; its file has the self-test (from before it) once the log has flushed
+    def logged() -> list[dict]:
+        try:
+            return log_json(show.config)
+        except AssertionError:  # no show file yet
+            return []
+
+    recs = wait_for(lambda: (r := logged()) and
+                    any(x["kind"] == "command" and x["action"] == "play" for x in r) and r,
+                    timeout=5, what="the show's log", every=0.2)
+    cmds = [(r["action"], r["source"]) for r in recs if r["kind"] == "command"]
+    assert ("selftest", "footswitch") in cmds and ("play", "midi") in cmds
+    assert first(recs, "selftest")["why"] == "footswitch"
+
+
+def test_plot_without_matplotlib_says_so(monkeypatch, tmp_path):
+    from appliance.errors import UserError
+    from appliance.logplot import plot_show
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as on a box without the extra
+    with pytest.raises(UserError, match="needs matplotlib"):
+        plot_show([], tmp_path / "x.png")

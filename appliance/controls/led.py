@@ -89,21 +89,21 @@ _TRANSPORT_TO_LED = {"playing": "playing", "paused": "paused", "stopped": "stopp
 def led_state(transport_state: str, device_ok: bool, problems: bool, role: str,
               started: bool, protected: bool | None = None,
               selftest: str | None = None) -> str:
-    """Trouble first (it is what the band must see), then the self-test's verdict (only
-    while no song plays: running, pass, fail; appliance.selftest), then a pair that does
-    not protect, then standby, then the transport. `problems` are those of the song at hand
+    """Trouble first (it is what the band must see), then a pair that does not protect,
+    then the self-test's verdict (only while no song plays: running, pass, fail;
+    appliance.selftest), then standby, then the transport. `problems` are those of the song at hand
     (cued, playing, paused); once the set has ended no song is at hand. `protected`: None on
     a unit without a peer."""
     if not started:
         return "starting"
     if not device_ok or (problems and transport_state != "stopped"):
         return "error"
-    if selftest in _SELFTEST_TO_LED and transport_state not in ("playing", "paused"):
-        return _SELFTEST_TO_LED[selftest]
     if role == "starting":      # a peer listening for a leader before it may be heard
         return "starting"
     if protected is False:
         return "unprotected"
+    if selftest in _SELFTEST_TO_LED and transport_state not in ("playing", "paused"):
+        return _SELFTEST_TO_LED[selftest]
     if role in SILENT_ROLES:
         return "standby"
     return _TRANSPORT_TO_LED.get(transport_state, "ready")

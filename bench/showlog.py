@@ -2,7 +2,7 @@
 
 Prints figures; asserts nothing (machines differ).
 
-    .venv/bin/python bench/showlog.py [--seconds 30] [--runs 3] [--song-s 90]
+    .venv/bin/python bench/showlog.py [--seconds 30] [--runs 3] [--song-s 240]
 
 Rows (median and worst of the runs):
 
@@ -10,12 +10,13 @@ Rows (median and worst of the runs):
   the peer): one deque append, measured in this process over 100,000 calls.
 - the log's thread during a show: a daemon plays an 8-stem set on the virtual card for
   `--seconds`, with a command every 5 s; CPU of the `backtrack-showlog` thread alone (from
-  /proc/PID/task), the whole daemon's for scale, write+fsync rounds per second and bytes
+  /proc/PID/task/TID/schedstat), the whole daemon's for scale, write+fsync rounds per second and bytes
   per second, from `status.showlog`.
 - bytes per hour of show: the show file's size over the show's length, for a single unit
   and for both units of a pair (a pair's samples carry lock error, drift and offsets).
 - `backtrack check --live` on a 20-song set of 8 mono 24-bit stems of `--song-s` seconds
-  each (160 distinct files), the daemon running and stopped (so the silent write runs too):
+  each (160 distinct files; 4-minute songs by default: 5.3 GB of scratch files, removed
+  after), the daemon running and stopped (so the silent write runs too):
   once with the stems dropped from the page cache (posix_fadvise DONTNEED: what a box reads
   from its card), then `--runs` times warm; with the MB/s the checksums were read at.
 """
@@ -52,16 +53,17 @@ def med_worst(label: str, values, unit: str, fmt: str = "8.2f") -> str:
 
 
 def thread_cpu_s(pid: int, name: str) -> float:
+    """CPU seconds of the daemon's threads called `name` (the kernel keeps 15 characters),
+    from /proc/PID/task/TID/schedstat (nanoseconds: the clock ticks of /stat are 10 ms, too
+    coarse for a thread that works a few milliseconds a minute)."""
     total = 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             comm = (task / "comm").read_text().strip()
             if not name.startswith(comm):
                 continue
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-        except OSError:
+            total += int((task / "schedstat").read_text().split()[0]) / 1e9
+        except (OSError, ValueError):
             continue
     return total
 
@@ -132,8 +134,10 @@ def bench_show(seconds: float, runs: int) -> None:
     print(med_worst("whole daemon CPU (for scale)", cpu_daemon, "% of a core"))
     print(med_worst("write+fsync rounds per second", writes, "/s"))
     print(med_worst("bytes written per second", bps, "B/s", "8.1f"))
-    print(med_worst("bytes per hour of show, single unit", [b / 1024 for b in bph], "KB/h",
+    print(med_worst("bytes per hour, single unit, steady", [b * 3.6 for b in bps], "KB/h",
                     "8.0f"))
+    print(med_worst("bytes per hour, single unit, whole file", [b / 1024 for b in bph],
+                    "KB/h", "8.0f"))
 
 
 def bench_pair(seconds: float) -> None:
@@ -159,12 +163,18 @@ def bench_pair(seconds: float) -> None:
                 wait_for(lambda: a.status()["role"] == "leader", 10)
                 a.ctl("play")
                 wait_for(lambda: b.status()["peer"]["locked"], 20)
+                time.sleep(2.0)
+                b0 = [d.status()["showlog"]["bytes"] for d in (a, b)]
+                t0 = time.monotonic()
                 time.sleep(seconds)
+                b1 = [d.status()["showlog"]["bytes"] for d in (a, b)]
+                dt = time.monotonic() - t0
                 a.stop()
                 b.stop()
-            for name, s in zip(("leader", "follower"), shows, strict=True):
+            for k, (name, s) in enumerate(zip(("leader", "follower"), shows, strict=True)):
                 bph = show_bytes_per_hour(s.config.parent / "shows")
-                print(f"  bytes per hour of show, pair {name:<9}            "
+                steady = (b1[k] - b0[k]) / dt * 3.6
+                print(f"  bytes per hour, pair {name:<9} steady {steady:8.0f} KB/h, whole file "
                       f"{bph / 1024:8.0f} KB/h   (one {seconds:.0f} s show)")
         finally:
             ja.close()
@@ -250,7 +260,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--song-s", type=float, default=90.0)
+    ap.add_argument("--song-s", type=float, default=240.0)
     args = ap.parse_args()
     print("show log: record() cost to the caller")
     print(med_worst("record() per call", bench_record(), "us", "8.3f"))

@@ -43,7 +43,7 @@ from common import DaemonProcess, make_set, pct, proc_cpu_s, start_jack_audio  #
 from tests.showkit import Show, free_port, wait_for  # noqa: E402
 
 RATE = 48000
-LOG = "log_dir: shows\nselftest: {at_start: false}\n"
+LOG = "selftest: {at_start: false}\n"  # log_dir: shows comes with common.make_set
 
 
 def med_worst(label: str, values, unit: str, fmt: str = "8.2f") -> str:
@@ -190,7 +190,7 @@ def make_twenty(folder: Path, song_s: float) -> Show:
     lines = ['device: {name: "backtrack_test", channels: 8, rate: 48000, format: S32_LE, '
              "period: 256, periods: 3}",
              "outputs: {" + ", ".join(f"o{k + 1}: {k + 1}" for k in range(8)) + "}",
-             f'control: {{socket: "{sock}"}}', "songs:"]
+             f'control: {{socket: "{sock}"}}', "log_dir: shows", "songs:"]
     for i in range(20):
         lines += [f'  - title: "Song {i + 1}"', "    after: stop", "    stems:"]
         for k in range(8):

@@ -21,7 +21,7 @@ from tests.showkit import DaemonProcess, free_port, make_show, wait_for
 from tests.test_gpio import inproc, mock_pins  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
-LOG = "log_dir: shows\nselftest: {at_start: false, peer_wait_s: 0}\n"
+LOG = "selftest: {at_start: false, peer_wait_s: 0}\n"  # showkit puts log_dir beside the show
 
 
 def backtrack(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

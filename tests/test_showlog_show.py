@@ -5,7 +5,9 @@ the self-test passing on a good rig and naming each fault on a broken one."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -172,6 +174,27 @@ def _write_stem(path: Path, seed: int, frames: int, channels: int) -> None:
              48000, subtype="FLOAT")
 
 
+@contextlib.contextmanager
+def revived(card):
+    """A sound card that vanished comes back: a JACK server of the same name, the same ALSA
+    config file (the daemon's environment names it) and a recorder, stopped on exit."""
+    from tests.jackaudio import JackServer, Recorder
+    old = card.server
+    old.workdir.mkdir(parents=True, exist_ok=True)
+    srv = JackServer(rate=card.rate, period=card.period, name=old.name, workdir=old.workdir)
+    srv.start()
+    rec = None
+    try:
+        srv.write_alsa_config(card.channels, pcm=card.pcm)
+        rec = Recorder(srv, channels=card.channels, seconds=20).start()
+        yield srv
+    finally:
+        if rec is not None:
+            rec.kill()
+        srv.stop()
+        shutil.rmtree(old.workdir, ignore_errors=True)
+
+
 def test_selftest_passes_on_a_good_rig_and_names_each_fault(jack_audio, tmp_path):
     show = make_show(tmp_path, [3.0] * 4, extra=LOG.replace("at_start: false",
                                                             "at_start: true"))
@@ -216,7 +239,17 @@ def test_selftest_passes_on_a_good_rig_and_names_each_fault(jack_audio, tmp_path
         assert {c["name"]: c["status"] for c in res["checks"]}["silent_write"] == "skip"
         text = backtrack("check", "--live", "--config", str(show.config)).stdout
         assert "FAIL" in text and "fault: device absent" in text
+        # the card comes back (a server of the same name, the same ALSA config)
+        t_back = time.monotonic_ns()
+        with revived(jack_audio):
+            wait_for(lambda: d.status()["device"] == "ok", timeout=10, what="device back")
+            r = backtrack("check", "--live", "--config", str(show.config), "--json")
+            checks = {c["name"]: c["status"] for c in json.loads(r.stdout)["checks"]}
+            assert checks["device"] == "pass" and checks["silent_write"] == "pass", checks
+            d.stop()
     recs = log_json(show.config)
+    assert first(recs, "device_lost")["t_mono_ns"] < t_back
+    assert first(recs, "device_back", after=t_back)
     tests = [r for r in recs if r["kind"] == "selftest"]
     assert [t["why"] for t in tests][:3] == ["start", "live", "socket"]
     assert tests[0]["result"] == "pass" and tests[-1]["result"] == "fail"

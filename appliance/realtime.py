@@ -46,8 +46,9 @@ def lowest_fifo_no_inherit(realtime: bool) -> None:
     """The calling thread at the lowest real-time priority (for the GIL's sake, like every
     daemon thread), with RESET_ON_FORK: a child it starts (the self-test's checksum reader,
     `vcgencmd`) must begin life as an ordinary process, not at a real-time priority, where
-    an interpreter's start-up held a lossy-link relay of the same priority off the CPU long
-    enough for a false takeover (seen in tests/test_protection.py)."""
+    an interpreter's start-up can hold a thread of the same priority off the CPU (the likely
+    cause of a false takeover seen once in tests/test_protection.py's lossy link before this
+    was done; not seen since, one run of that file)."""
     name_os_thread()
     if not realtime:
         return

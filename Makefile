@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(MAKE) deps
 	[ -x $(BIN)/python ] || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,plot]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -23,12 +23,16 @@ MIX = ("mute", "unmute", "solo", "unsolo", "trim", "mix")
 """Live mix actions (appliance.livemix): carried out by the engine on the decoder's gains.
 `mix reset` undoes every live change. A trailing `@song` limits a change to this song."""
 
+LOCAL = ("selftest",)
+"""Actions a unit carries out itself, never sent to a pair's leader: the self-test checks
+the box whose footswitch was held (appliance.selftest)."""
+
 ACTIONS = (*TRANSPORT, "goto N", "goto TITLE", "setlist NAME", "jump SECTION [WHEN]",
            "vamp [BARS]", "cancel", "mute NAME", "unmute NAME", "solo NAME", "unsolo NAME",
-           "trim NAME DB", "mix reset")
+           "trim NAME DB", "mix reset", *LOCAL)
 """How actions are written where a person types one (config, errors)."""
 
-COMMANDS = (*TRANSPORT, "goto", "setlist", *STRUCTURE, *MIX, "setlists", "status")
+COMMANDS = (*TRANSPORT, "goto", "setlist", *STRUCTURE, *MIX, *LOCAL, "setlists", "status")
 """The control socket's and `backtrack ctl`'s verbs: the actions plus the queries."""
 
 SPELLED_COMMANDS = tuple({"goto": "goto N|TITLE", "setlist": "setlist NAME",
@@ -93,7 +97,7 @@ def parse_action(text: str, titles: bool = False) -> Action | None:
     are always a song number, so `str(action)` parses back to the same action, which the
     hot-standby wire and its de-duplication rely on."""
     text = text.strip()
-    if text in TRANSPORT:
+    if text in TRANSPORT or text in LOCAL:
         return Action(text)
     m = _GOTO.match(text)
     if m:

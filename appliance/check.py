@@ -835,7 +835,7 @@ def run_check(cfg: Config, probe_device_too: bool = True, progress=None,
 
 
 def main(config: str, as_json: bool = False, probe_device: bool = True,
-         setlist: str | None = None) -> int:
+         setlist: str | None = None, write_checksums: bool = False) -> int:
     try:
         cfg = load(config)
     except ConfigError as exc:
@@ -868,7 +868,76 @@ def main(config: str, as_json: bool = False, probe_device: bool = True,
         else:
             out = ""
         _emit(out + verdict(report) + "\n")
+    if write_checksums:
+        store_checksums(cfg, tty)
     return 0 if report["playable"] else 1
+
+
+def all_stem_files(cfg: Config) -> list[Path]:
+    """Every stem file of the show: the library's songs and every setlist's."""
+    files = {st.file for song in cfg.library for st in song.stems}
+    files |= {st.file for songs in cfg.setlists.values() for song in songs for st in song.stems}
+    return sorted(files)
+
+
+def store_checksums(cfg: Config, tty: bool = False) -> None:
+    """`--write-checksums`: the manifest the self-test compares the stems with
+    (appliance.stemsums); files that cannot be read are left out and named."""
+    from .stemsums import write_manifest
+
+    def progress(i: int, n: int, name: str) -> None:
+        print(f"\rchecksum {i + 1}/{n}: {name[:40]:<40}", end="", file=sys.stderr, flush=True)
+
+    files = [f for f in all_stem_files(cfg) if f.is_file()]
+    missing = [f for f in all_stem_files(cfg) if not f.is_file()]
+    done, problems = write_manifest(cfg.checksums_file, files, progress if tty else None)
+    if tty:
+        print("\r" + " " * 70 + "\r", end="", file=sys.stderr, flush=True)
+    for f in missing:
+        problems.append(f"{f}: not written: file not found")
+    for p in problems:
+        print(f"  {p}", file=sys.stderr)
+    _emit(f"checksums of {done} stem file(s) written to {cfg.checksums_file}\n")
+
+
+def live_main(sock: str, as_json: bool = False, timeout_s: float = 3600.0) -> int:
+    """`check --live`: ask the running daemon for its self-test (appliance.selftest) and
+    wait for the result, which its status carries; exit 0 when it passed."""
+    import time
+
+    from .ctl import Client
+    from .selftest import format_result
+
+    t0 = time.monotonic()
+    client = Client(sock)
+    try:
+        reply = client.request({"cmd": "selftest", "why": "live"})
+        if not reply.get("ok"):
+            raise UserError(f"the daemon refused the self-test: {reply.get('error')}")
+        want = reply.get("id")
+        tty = not as_json and sys.stderr.isatty()
+        while True:
+            st = client.request({"cmd": "status"}).get("state", {})
+            res = st.get("selftest") or {}
+            if res.get("id") == want and res.get("result") not in (None, "running"):
+                break
+            if time.monotonic() - t0 > timeout_s:
+                raise UserError(f"no self-test result after {timeout_s:.0f} s")
+            if tty:
+                print(f"\rself-test #{want} running, {time.monotonic() - t0:.0f} s", end="",
+                      file=sys.stderr, flush=True)
+            time.sleep(0.05)
+        if tty:
+            print("\r" + " " * 40 + "\r", end="", file=sys.stderr, flush=True)
+    finally:
+        client.close()
+    res = dict(res)
+    res["client_s"] = round(time.monotonic() - t0, 3)
+    if as_json:
+        _emit(json.dumps(res, indent=2) + "\n")
+    else:
+        _emit(format_result(res))
+    return 0 if res.get("result") == "pass" else 1
 
 
 def _emit(text: str) -> None:

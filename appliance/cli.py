@@ -39,6 +39,20 @@ def config_path(given: str | None) -> str:
     return DEFAULT_CONFIG
 
 
+def _socket_of(config: str | None) -> str:
+    """`check --live` without --socket: the show file's control socket (the socket's
+    default when no show file is found, as for `ctl`)."""
+    from .config import load
+    from .ctl import socket_path
+    try:
+        path = config_path(config)
+    except UserError:
+        if config:
+            raise
+        return socket_path(None)
+    return load(path).control.socket
+
+
 def optional_config_path(given: str | None) -> str | None:
     """For `import`, where a show file is optional: the default only when it is there (a
     laptop has none), but a $BACKTRACK_CONFIG that names nothing is still an error."""
@@ -76,6 +90,28 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--no-device", action="store_true", help="do not probe the sound card")
     check.add_argument("--setlist", default=None, metavar="NAME",
                        help="only this setlist's songs (default: every setlist and the library)")
+    check.add_argument("--live", action="store_true",
+                       help="the self-test of the running daemon (stems against their "
+                            "checksums, device, silent write, disk, SD card, peer, clock, "
+                            "protection), through its control socket")
+    check.add_argument("--socket", default=None, metavar="PATH",
+                       help="with --live: the daemon's control socket (default: the show "
+                            "file's control.socket)")
+    check.add_argument("--write-checksums", action="store_true",
+                       help="after the check, store every stem's checksum for the self-test "
+                            "(selftest.checksums, default checksums.sha256 beside the show "
+                            "file)")
+
+    logp = sub.add_parser("log", help="a show's black box: timeline, JSON or plot")
+    logp.add_argument("--config", default=None, metavar="FILE", help=CONFIG_HELP)
+    logp.add_argument("--dir", default=None, metavar="DIR",
+                      help="read this folder instead of the show file's log_dir")
+    logp.add_argument("--show", type=int, default=None, metavar="N",
+                      help="show number N (default: the newest; --list lists them)")
+    logp.add_argument("--json", action="store_true", help="one JSON object per event")
+    logp.add_argument("--plot", default=None, metavar="OUT.png",
+                      help="draw lock error, drift, underruns and takeovers (needs matplotlib)")
+    logp.add_argument("--list", action="store_true", help="list the shows logged")
 
     render = sub.add_parser("render", help="write what `run` would play to a WAV file")
     render.add_argument("--config", default=None, metavar="FILE", help=CONFIG_HELP)
@@ -126,9 +162,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .service import run
             return run(config_path(args.config))
         if args.command == "check":
+            if args.live:
+                from .check import live_main
+                sock = args.socket or _socket_of(args.config)
+                return live_main(sock, as_json=args.json)
             from .check import main as check_main
             return check_main(config_path(args.config), as_json=args.json,
-                              probe_device=not args.no_device, setlist=args.setlist)
+                              probe_device=not args.no_device, setlist=args.setlist,
+                              write_checksums=args.write_checksums)
+        if args.command == "log":
+            from .logcmd import main as log_main
+            return log_main(None if args.dir else config_path(args.config), show=args.show,
+                            as_json=args.json, plot=args.plot, listing=args.list,
+                            folder=args.dir)
         if args.command == "render":
             from .render import main as render_main
             return render_main(config_path(args.config), args.song, args.out, args.script)

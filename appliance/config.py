@@ -23,7 +23,8 @@ from .yamlnodes import ConfigError, NodeReader, Problem, compose
 
 __all__ = [
     "Action", "Config", "ConfigError", "ControlConfig", "Device", "EngineConfig", "Footswitch",
-    "Led", "MidiConfig", "MidiMapping", "MidiMessage", "PeerConfig", "Problem", "Song", "Stem",
+    "Led", "MidiConfig", "MidiMapping", "MidiMessage", "PeerConfig", "Problem", "SelfTestConfig",
+    "ShowLogConfig", "Song", "Stem",
     "load", "parse_action", "ACTIONS", "AFTER", "FORMATS", "RATES",
 ]
 
@@ -32,6 +33,8 @@ RATES = (22050, 32000, 44100, 48000, 88200, 96000, 176400, 192000)
 # BCM GPIOs on the 40-pin header. 0 and 1 are the HAT ID EEPROM bus and are left alone.
 BCM_PINS = range(2, 28)
 DEFAULT_SOCKET = "/run/backtrack/control.sock"
+DEFAULT_LOG_DIR = Path("/var/lib/backtrack/shows")
+DEFAULT_CHECKSUMS = "checksums.sha256"
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,27 @@ class PeerConfig:
 
 
 @dataclass(frozen=True)
+class ShowLogConfig:
+    """How big the black-box show log may grow and how often it samples (appliance.showlog)."""
+
+    max_file_mb: float = 16.0        # a show file continues in a next part beyond this
+    max_total_mb: float = 256.0      # the oldest show files are deleted beyond this
+    sample_s: float = 1.0            # lock error, drift, temperature: one sample this often
+    new_show_after_min: float = 30.0  # nothing played this long: the next play is a new show
+
+
+@dataclass(frozen=True)
+class SelfTestConfig:
+    """The pre-show self-test (appliance.selftest)."""
+
+    at_start: bool = True
+    checksums: Path | None = None    # the stems' checksum manifest; None: beside the config
+    min_free_mb: float = 200.0       # free disk below this (log_dir, cache) is a fault
+    max_clock_offset_ms: float = 500.0  # wall clocks of a pair further apart: a fault
+    peer_wait_s: float = 10.0        # at start: how long the pair may take to find itself
+
+
+@dataclass(frozen=True)
 class Config:
     """`songs` is the setlist in use (what the engine, the controls and the peer see);
     `setlists` every setlist by name, `library` every song that loaded."""
@@ -142,10 +166,18 @@ class Config:
     library: tuple[Song, ...] = ()
     library_dirs: tuple[Path, ...] = ()
     routing_rules: tuple[tuple[str, str], ...] = ()  # (pattern, output) for `import`
+    log_dir: Path = DEFAULT_LOG_DIR
+    show_log: ShowLogConfig = field(default_factory=ShowLogConfig)
+    selftest: SelfTestConfig = field(default_factory=SelfTestConfig)
 
     @property
     def base_dir(self) -> Path:
         return self.path.parent
+
+    @property
+    def checksums_file(self) -> Path:
+        """The stems' checksum manifest (`backtrack check --write-checksums` writes it)."""
+        return self.selftest.checksums or (self.base_dir / DEFAULT_CHECKSUMS)
 
     @property
     def cache_dir(self) -> Path:
@@ -158,7 +190,7 @@ class Config:
 
 TOP_KEYS = ("device", "outputs", "songs", "library", "setlists", "setlist", "routing_rules",
             "engine", "control", "footswitches", "led", "midi", "peer", "state_file", "resume",
-            *STRUCTURE_SHOW_KEYS)
+            "log_dir", "show_log", "selftest", *STRUCTURE_SHOW_KEYS)
 
 
 def load(path: str | Path) -> Config:
@@ -184,6 +216,9 @@ def load(path: str | Path) -> Config:
     state_file = r.text(top.get("state_file"), "state_file", default=None)
     resume = r.boolean(top.get("resume"), "resume", default=True)
     rules = _routing_rules(r, top.get("routing_rules"), outputs)
+    log_dir = r.text(top.get("log_dir"), "log_dir", default=None)
+    show_log = _show_log(r, top.get("show_log"))
+    selftest = _selftest(r, top.get("selftest"), path.parent)
     _check_pins(r, top, footswitches, led, peer)
     if r.errors:
         raise ConfigError(r.problems)
@@ -196,7 +231,52 @@ def load(path: str | Path) -> Config:
         warnings=tuple(p for p in r.problems if p.severity != "error"),
         setlist=show.setlist, setlists=show.setlists, library=show.library,
         library_dirs=show.dirs, routing_rules=rules,
+        log_dir=resolve(path.parent, log_dir) if log_dir else DEFAULT_LOG_DIR,
+        show_log=show_log, selftest=selftest,
     )
+
+
+def _show_log(r: NodeReader, node: yaml.Node | None) -> ShowLogConfig:
+    s = r.mapping(node, "show_log", ("max_file_mb", "max_total_mb", "sample_s",
+                                     "new_show_after_min"))
+    d = ShowLogConfig()
+    if not s:
+        return d
+    file_mb = r.number(s.get("max_file_mb"), "show_log.max_file_mb", 0.1, 1024,
+                       default=d.max_file_mb) or d.max_file_mb
+    total_mb = r.number(s.get("max_total_mb"), "show_log.max_total_mb", 1, 65536,
+                        default=d.max_total_mb) or d.max_total_mb
+    if total_mb < file_mb:
+        r.error(s.get("max_total_mb"), "show_log.max_total_mb",
+                f"{total_mb:g} is less than show_log.max_file_mb ({file_mb:g}): the folder "
+                "must hold at least one whole file")
+    return ShowLogConfig(
+        max_file_mb=file_mb, max_total_mb=total_mb,
+        sample_s=r.number(s.get("sample_s"), "show_log.sample_s", 0.1, 60,
+                          default=d.sample_s) or d.sample_s,
+        new_show_after_min=r.number(s.get("new_show_after_min"), "show_log.new_show_after_min",
+                                    1, 1440, default=d.new_show_after_min)
+        or d.new_show_after_min)
+
+
+def _selftest(r: NodeReader, node: yaml.Node | None, base: Path) -> SelfTestConfig:
+    s = r.mapping(node, "selftest", ("at_start", "checksums", "min_free_mb",
+                                     "max_clock_offset_ms", "peer_wait_s"))
+    d = SelfTestConfig()
+    if not s:
+        return d
+    sums = r.text(s.get("checksums"), "selftest.checksums", default=None)
+    at_start = r.boolean(s.get("at_start"), "selftest.at_start", default=d.at_start)
+    return SelfTestConfig(
+        at_start=bool(at_start) if at_start is not None else d.at_start,
+        checksums=resolve(base, sums) if sums else None,
+        min_free_mb=r.number(s.get("min_free_mb"), "selftest.min_free_mb", 0, 10**7,
+                             default=d.min_free_mb) if "min_free_mb" in s else d.min_free_mb,
+        max_clock_offset_ms=r.number(s.get("max_clock_offset_ms"),
+                                     "selftest.max_clock_offset_ms", 1, 5000,
+                                     default=d.max_clock_offset_ms) or d.max_clock_offset_ms,
+        peer_wait_s=r.number(s.get("peer_wait_s"), "selftest.peer_wait_s", 0, 120,
+                             default=d.peer_wait_s) if "peer_wait_s" in s else d.peer_wait_s)
 
 
 def load_outputs(path: str | Path) -> tuple[dict[str, tuple[int, ...]],

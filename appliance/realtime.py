@@ -42,6 +42,22 @@ def set_thread_fifo(priority: int) -> str:
     return f"SCHED_FIFO priority {priority}"
 
 
+def lowest_fifo_no_inherit(realtime: bool) -> None:
+    """The calling thread at the lowest real-time priority (for the GIL's sake, like every
+    daemon thread), with RESET_ON_FORK: a child it starts (the self-test's checksum reader,
+    `vcgencmd`) must begin life as an ordinary process, not at a real-time priority, where
+    an interpreter's start-up can hold a thread of the same priority off the CPU (the likely
+    cause of a false takeover seen once in tests/test_protection.py's lossy link before this
+    was done; not seen since, one run of that file)."""
+    name_os_thread()
+    if not realtime:
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(1))
+    except OSError:
+        pass
+
+
 def pin_thread(cpu: str | int) -> str:
     """Pin the calling thread (and the threads it creates from now on, such as an ALSA
     plugin's) to one CPU; returns a status fragment, empty when not pinned.

@@ -17,13 +17,16 @@ from pathlib import Path
 
 from . import config as config_mod
 from . import systemd
-from .actions import MIX, Action, mix_change, request_action, resolve_goto
+from .actions import LOCAL, MIX, Action, mix_change, request_action, resolve_goto
 from .audio.engine import Engine
 from .config import Config, ConfigError
 from .controls.socket import ControlServer
 from .errors import UserError
 from .livemix import LiveMix, MixError
+from .selftest import SelfTest
+from .showlog import LogLimits, ShowLog
 from .statefile import ShowState
+from .sysinfo import Throttling, decode_throttled, read_temperature, thermal_zone
 from .threads import Component
 from .transport import CUED, PAUSED, PLAYING, State
 
@@ -66,12 +69,86 @@ class Daemon:
         self._deduper = None
         self.warmer = None  # the child converting the setlist's stems ahead (warmcache)
         self._warm_due = False
+        # the black box: records queue from any thread, the log's own thread writes them
+        sl = cfg.show_log
+        self.showlog = ShowLog(
+            cfg.log_dir, LogLimits(max_file_bytes=int(sl.max_file_mb * 2**20),
+                                   max_total_bytes=int(sl.max_total_mb * 2**20),
+                                   sample_s=sl.sample_s,
+                                   idle_split_s=sl.new_show_after_min * 60),
+            priority=1 if cfg.engine.realtime_priority > 0 else 0,
+            header=self._log_header, sampler=self._log_sample, playing=self._in_song)
+        self.engine.set_recorder(self.showlog.record)
+        self.engine.listeners.append(self._on_engine)
+        self.selftest = SelfTest(self)
+        self._zone = thermal_zone()
+        self._throttle = Throttling()
+        self._throttle_bits: int | None = None
+
+    # ---- the show log ----------------------------------------------------------------------
+    def showlog_record(self, kind: str, **fields) -> None:
+        """Any thread: one event for the black box (never blocks; appliance.showlog)."""
+        self.showlog.record(kind, **fields)
+
+    def _on_engine(self, event: str, engine: Engine) -> None:
+        """Under the engine lock: flags only. A song playing opens the show."""
+        if engine.transport.current.state == PLAYING:
+            self.showlog.begin_show()
+        if event == "song_started":
+            self.selftest.song_started()
+
+    def _in_song(self) -> bool:
+        return self.engine.transport.current.state in (PLAYING, PAUSED)
+
+    def _log_header(self) -> dict:
+        """What the first record of a show file says about the show (the log's thread)."""
+        from . import package_version
+        cfg = self.cfg
+        head = {"version": package_version(), "config": str(cfg.path), "setlist": cfg.setlist,
+                "songs": [s.title for s in cfg.songs], "device": cfg.device.name,
+                "rate": cfg.device.rate, "period": cfg.device.period,
+                "periods": cfg.device.periods, "role": self.role}
+        if self.peer is not None:
+            head["unit"] = self.peer.id
+            head["priority"] = cfg.peer.priority if cfg.peer else None
+        return head
+
+    def _log_sample(self) -> dict | None:
+        """Once a second during a show (the log's thread): the pair's lock error and drift,
+        CPU temperature and throttling where the box shows them, xruns and position."""
+        out: dict = {}
+        e = self.engine
+        song, frame, playing, _t = e.position()
+        out["song"] = song + 1 if song >= 0 else None
+        out["pos_s"] = round(frame / self.cfg.device.rate, 3) if playing else None
+        out["xruns"] = e.writer.sink.underruns
+        if self.peer is not None:
+            out.update(self.peer.sample())
+        temp = read_temperature(self._zone)
+        if temp is not None:
+            out["temp_c"] = temp
+        bits = self._throttle.read() if self._throttle.available else None
+        if bits is not None:
+            out["throttled"] = hex(bits)
+            if self._throttle_bits is None or (bits ^ self._throttle_bits) & 0xF:
+                out["_events"] = [("throttling", {"bits": hex(bits), **decode_throttled(bits)})]
+            self._throttle_bits = bits
+        return out
+
+    def on_role(self, role: str) -> None:
+        """The peer's role changed (or was confirmed): status and the show log."""
+        if role != self.role:
+            term = self.peer.roles.term if self.peer is not None else None
+            self.showlog_record("role", role=role, was=self.role, term=term)
+        self.role = role
 
     def act(self, action: Action, source: str = "socket") -> tuple[bool, str]:
         """The one entry point for every control (socket, footswitch, MIDI): a hot-standby
         follower routes it through the leader here, and the leader acts once on a press
         that reaches it twice (a MIDI thru box feeding both units)."""
         log.info("%s: %s", source, action)
+        if action.name in LOCAL:  # this box's own business: never through the leader
+            return self.perform(action, source)
         if action.name == "goto" and isinstance(action.arg, str):
             # a title becomes its number here: the setlists of a pair are the same, and only
             # numbers need to travel to the leader
@@ -79,26 +156,44 @@ class Daemon:
                 titles = [s.title for s in self.engine.cfg.songs]
             resolved, err = resolve_goto(action, titles)
             if resolved is None:
+                self.showlog_record("command", source=source, action=str(action), ok=False,
+                                    result=err)
                 return False, err
             action = resolved
         if self.peer is not None:
             forwarded = self.peer.act(action, source)
             if forwarded is not None:
+                self.showlog_record("command", source=source, action=str(action),
+                                    ok=forwarded[0], result=forwarded[1])
                 return forwarded
             if not self.peer.deduper.accept(str(action), time.monotonic_ns(), source):
-                return True, "same press already received from another unit"
-        return self.perform(action)
+                msg = "same press already received from another unit"
+                self.showlog_record("command", source=source, action=str(action), ok=True,
+                                    result=msg)
+                return True, msg
+        return self.perform(action, source)
 
-    def perform(self, action: Action) -> tuple[bool, str]:
+    def perform(self, action: Action, source: str = "socket") -> tuple[bool, str]:
         """Carry out an action on this unit (after a follower's forwarding and the leader's
-        de-duplication): a setlist choice here, the live mix and the transport's actions in
-        the engine."""
-        if action.name == "setlist":
-            return self.choose_setlist(str(action.arg))
-        if action.name in MIX:
+        de-duplication): a setlist choice or the self-test here, the live mix and the
+        transport's actions in the engine. Every control's action ends here, so the show log
+        records it here, with where it came from: footswitch, midi, socket, peer (unit N),
+        web, osc."""
+        if source.startswith("unit "):
+            source = f"peer ({source})"
+        if action.name == "selftest":
+            n = self.selftest.request(source)
+            ok, msg = True, f"self-test #{n} started (`backtrack check --live` shows the result)"
+        elif action.name == "setlist":
+            ok, msg = self.choose_setlist(str(action.arg))
+        elif action.name in MIX:
             c = mix_change(action)
-            return self.engine.mix_command(c.verb, c.target, c.db, c.scope)
-        return self.engine.command(action)
+            ok, msg = self.engine.mix_command(c.verb, c.target, c.db, c.scope)
+        else:
+            ok, msg = self.engine.command(action)
+        self.showlog_record("command", source=source, action=str(action), ok=ok,
+                            result=msg or None)
+        return ok, msg
 
     def choose_setlist(self, name: str, source: str = "") -> tuple[bool, str]:
         """Switch to another setlist, cueing its first song. Only while stopped or cued: a
@@ -119,6 +214,8 @@ class Daemon:
             e.reload(self.cfg, cue=0)
         log.info("setlist '%s' chosen%s: %d songs, song 1 cued", name,
                  f" ({source})" if source else "", len(self.cfg.songs))
+        self.showlog_record("setlist", name=name, songs=len(self.cfg.songs),
+                            source=source or None)
         self.warm_cache()
         return True, f"setlist '{name}': {len(self.cfg.songs)} songs, song 1 cued"
 
@@ -167,6 +264,15 @@ class Daemon:
             return {"ok": True, "setlists": self.setlists(), "state": self.status()}
         if req.get("cmd") == "_fault" and FAULTS_ENABLED:
             return self._fault(req)
+        if req.get("cmd") == "selftest":
+            # `backtrack check --live`: start it (or join the one running) and answer at once;
+            # the result appears in status.selftest (the socket never waits for it)
+            why = "live" if req.get("why") == "live" else "socket"
+            n = self.selftest.request(why)
+            self.showlog_record("command", source="socket", action="selftest", ok=True,
+                                result=f"self-test #{n}")
+            return {"ok": True, "id": n, "message": f"self-test #{n} running",
+                    "state": self.status()}
         action, err = request_action(req)
         if action is None:
             return {"ok": False, "error": err}
@@ -204,6 +310,8 @@ class Daemon:
                     controls[type(comp).__name__] = f"status failed: {exc}"
         if controls:
             d["controls"] = controls
+        d["selftest"] = self.selftest.status()
+        d["showlog"] = self.showlog.status()
         return d
 
     def _start_components(self) -> None:
@@ -236,6 +344,10 @@ class Daemon:
             self.components.append(comp)
 
     def start(self) -> None:
+        from . import package_version
+        self.showlog.record("daemon_start", version=package_version(), config=str(self.cfg.path),
+                            setlist=self.cfg.setlist, pid=os.getpid())
+        self.showlog.start()
         self.engine.start()
         # Components before the socket: when `ctl status` first answers, the daemon is whole.
         try:
@@ -257,6 +369,7 @@ class Daemon:
                  self.cfg.device.name, st.device, st.realtime)
 
     def stop(self) -> None:
+        self.selftest.close()
         if self.warmer is not None and self.warmer.poll() is None:
             self.warmer.terminate()
         for comp in reversed(self.components):
@@ -267,6 +380,11 @@ class Daemon:
         if self.server is not None:
             self.server.close()
         self.engine.stop()
+        st = self.engine.transport.current
+        self.showlog.record("daemon_stop", state=st.state, song=st.song + 1,
+                            xruns=self.engine.writer.sink.underruns)
+        if self.showlog.is_alive():
+            self.showlog.close()
 
 
 def keep_gil_holders_running(cfg: Config) -> str:
@@ -364,7 +482,7 @@ def reload_config(daemon: Daemon, path: str) -> tuple[bool, str]:
     new = keep_setlist(new, old.setlist, "the running show")
     for w in new.warnings:
         log.warning("%s", w)
-    fixed = ("device", "control", "footswitches", "led", "midi", "peer")
+    fixed = ("device", "control", "footswitches", "led", "midi", "peer", "log_dir", "show_log")
     changed = [k for k in fixed if getattr(new, k) != getattr(old, k)]
     engine_cfg = replace(old.engine, cache_dir=new.engine.cache_dir)
     if replace(new.engine, cache_dir=None) != replace(old.engine, cache_dir=None):
@@ -380,8 +498,10 @@ def reload_config(daemon: Daemon, path: str) -> tuple[bool, str]:
         log.warning("reload: changes to %s take effect after `systemctl restart backtrack`; "
                     "running with the old ones", ", ".join(changed))
     merged = replace(new, device=old.device, control=old.control, engine=engine_cfg,
-                     footswitches=old.footswitches, led=old.led, midi=old.midi, peer=old.peer)
+                     footswitches=old.footswitches, led=old.led, midi=old.midi, peer=old.peer,
+                     log_dir=old.log_dir, show_log=old.show_log)
     daemon.cfg = merged
+    daemon.showlog_record("reload", songs=len(merged.songs), setlist=merged.setlist)
     if daemon.engine.reload(merged):
         log.info("config reloaded: %d songs", len(merged.songs))
         return True, f"config reloaded ({len(merged.songs)} songs)"
@@ -484,6 +604,9 @@ def run(config_path: str) -> int:
         wait_until_ready(daemon)
         notifier.ready(summary(daemon))
         daemon.warm_cache()
+        held = any(getattr(c, "any_held", lambda: False)() for c in daemon.components)
+        if daemon.cfg.selftest.at_start or held:
+            daemon.selftest.request("start" if not held else "footswitch held at start")
         log.info("READY after %.3f s (logging to %s, watchdog %s)", time.monotonic() - t0,
                  sink, f"{notifier.watchdog_s:g} s" if notifier.watchdog_s else "off")
         stall_s = MAX_STALL_S
@@ -498,6 +621,7 @@ def run(config_path: str) -> int:
             if not healthy and not stalled:
                 log.critical("the audio path has stalled; watchdog pings stopped so systemd "
                              "restarts the service")
+                daemon.showlog_record("audio_stalled")
                 notifier.status("audio path stalled: waiting for the watchdog to restart")
             elif healthy:
                 if stalled:

@@ -56,6 +56,7 @@ def make_set(folder: Path, songs: int = 1, seconds: float = 30.0, stems: int = 8
         "outputs: {" + ", ".join(f"o{k + 1}: {k + 1}" for k in range(8)) + "}",
         f'control: {{socket: "{sock}"}}',
         f"engine: {{readahead: {readahead}, realtime_priority: {realtime}}}",
+        "log_dir: shows",
         "songs:",
     ]
     stem_files = []

@@ -67,6 +67,7 @@ def _header(pcm: str, fmt: str, period: int, periods: int, sock: str) -> list[st
         "outputs: {" + ", ".join(f"{k}: {v}" for k, v in OUTPUTS.items()) + "}",
         f'control: {{socket: "{sock}"}}',
         "engine: {readahead: 1.0}",
+        "log_dir: shows",  # the show log beside the test's show, not in /var/lib
     ]
 
 

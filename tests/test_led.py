@@ -15,7 +15,7 @@ from tests.showkit import make_show, wait_for
 from tests.test_gpio import inproc, mock_pins, wait_state  # noqa: F401 - fixtures
 
 STATES = ("starting", "ready", "playing", "paused", "stopped", "standby", "unprotected",
-          "error")
+          "error", "selftest_running", "selftest_pass", "selftest_fail")
 
 
 class FakeEngine:
@@ -29,7 +29,8 @@ class FakeEngine:
 
 
 def fake_daemon():
-    return SimpleNamespace(engine=FakeEngine(), role="leader", peer=None)
+    return SimpleNamespace(engine=FakeEngine(), role="leader", peer=None,
+                           selftest=SimpleNamespace(led=lambda: None))
 
 
 def set_state(d, state: str) -> None:
@@ -39,6 +40,9 @@ def set_state(d, state: str) -> None:
     e.st = SimpleNamespace(state="cued", device="ok", problems=[], duration=3.0)
     d.role = "leader"
     d.peer = None
+    d.selftest = SimpleNamespace(led=lambda: None)  # what SelfTest.led() reports
+    if state.startswith("selftest_"):
+        d.selftest = SimpleNamespace(led=lambda: state.removeprefix("selftest_"))
     if state in ("playing", "paused", "stopped"):
         e.st.state = state
     elif state == "standby":

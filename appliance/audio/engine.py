@@ -65,6 +65,10 @@ MIX_TRIES = 5  # a live mix switch late for its frame is posted again, this many
 DECODER_MAX_SLEEP_S = 0.25  # far less than a ring (>= 4 decode steps, 1.4 s at 48 kHz)
 
 
+def _no_record(kind: str, **fields) -> None:
+    """Where engine events go when no show log listens (appliance.showlog.ShowLog.record)."""
+
+
 @dataclass
 class Status:
     state: str
@@ -114,6 +118,8 @@ class Decoder(Worker):
         self.mix = LiveMix()
         self.urgent = -1  # a live mix switch's slot: decoded before anything else
         self._mixed: dict[int, tuple[int, np.ndarray | None]] = {}  # slot -> (version, chans)
+        self.record = _no_record
+        self.reported: set[tuple[str, str]] = set()  # (title, problem) already in the show log
 
     def step(self) -> None:
         try:
@@ -248,6 +254,10 @@ class Decoder(Worker):
         self.readers[slot.index] = reader
         for p in reader.problems:
             log.warning("song %d: %s (plays as silence)", song + 1, p)
+            key = (cfg.songs[song].title, p)
+            if key not in self.reported:
+                self.reported.add(key)
+                self.record("stem_failed", song=song + 1, title=key[0], problem=p)
         slot.have = want
 
 
@@ -299,6 +309,14 @@ class Engine:
         self._mix_due = False
         self._names: tuple[Config | None, Names | None] = (None, None)
         self._mix_ramp = linear(max(1, int(MIX_RAMP_MS * cfg.device.rate / 1000)))
+        self.record = _no_record  # the show log's inbox (never blocks): `set_recorder`
+
+    def set_recorder(self, record) -> None:
+        """Send the engine's events (songs, underruns, device, stems that failed) to the show
+        log. `record(kind, **fields)` must never block: the monitor and decode threads call
+        it (the writer never does: the monitor relays what the writer reports)."""
+        self.record = record
+        self.decoder.record = record
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -326,12 +344,15 @@ class Engine:
                 return self._structure_command(action)
             counted = action.name in ("play", "play_stop") \
                 and self.transport.current.state == CUED
+            before = self.transport.current
             effect = self.transport.apply(action)
             if effect.kind == "none":
                 return (not effect.message or effect.message == "already playing",
                         effect.message)
             if effect.kind in ("start", "halt"):
                 self._forget_structure()
+                if before.state in (PLAYING, PAUSED):
+                    self._song_ended(before.song, str(action))
             ok, msg = self._do(effect.kind, effect.song, counted)
             self._prepare()
             self._apply_reload()
@@ -929,6 +950,8 @@ class Engine:
                         self._playing = -1
                     cur = self.transport.current
                     if cur.state == PLAYING and cur.song == song:
+                        self.record("song_end", song=song + 1, title=self._title(song),
+                                    reason="end")
                         effect = self.transport.song_ended(song)
                         if self.cfg.songs[song].after == "next" and nxt < 0 \
                                 and self.transport.current.state == PLAYING:
@@ -956,13 +979,18 @@ class Engine:
                 elif kind == "device_lost":
                     log.error("%s; the song clock keeps running, reopening every %.1f s",
                               ev[1], 0.5)
+                    self.record("device_lost", device=self.cfg.device.name, error=ev[1])
                     changed = True
                 elif kind == "device_back":
                     log.warning("device %s is back", self.cfg.device.name)
+                    self.record("device_back", device=self.cfg.device.name)
                     changed = True
         under = w.sink.underruns
         if under != self.last_underruns:
             log.warning("underrun (xrun) #%d", under)
+            cur = self.transport.current
+            self.record("underrun", count=under, new=under - self.last_underruns,
+                        song=cur.song + 1, state=cur.state)
             self.last_underruns = under
             changed = True
         if changed:
@@ -987,11 +1015,23 @@ class Engine:
         `after: next`): MIDI out sends the song's program changes now, a period or more before
         its first frame reaches the DAC. Resuming from pause is not a start."""
         self.started_song = song
+        self.record("song_start", song=song + 1, title=self._title(song))
         if self.mix.song_scoped:
             self._set_mix(self.mix.song_ended())  # "for this song" changes end here
         else:
             self._mix_playing()  # a gapless next song prepared before the last change
         self._notify("song_started")
+
+    def _song_ended(self, song: int, why: str) -> None:
+        """A command ended the song under way (stop, next, goto ...): for the show log, with
+        where it was."""
+        dac_song, frame, _p, _t = self.position()
+        at = round(frame / self.cfg.device.rate, 3) if dac_song == song else None
+        self.record("song_end", song=song + 1, title=self._title(song), reason=why, at_s=at)
+
+    def _title(self, song: int) -> str:
+        songs = self.cfg.songs
+        return songs[song].title if 0 <= song < len(songs) else ""
 
     def _notify(self, event: str) -> None:
         for fn in list(self.listeners):
@@ -1077,11 +1117,20 @@ class Engine:
             slot = self._ready_slot(song, max(0, frame))
             if slot is None:
                 return False
+            before = self.transport.current
             self._post("start", slot.index, False)
             self._consumed.add(slot.index)
             self._playing = slot.index
             self.transport.current = State(PLAYING, song)
             self._prepare()
+        if before.state != PLAYING or before.song != song:
+            if before.state in (PLAYING, PAUSED):
+                self.record("song_end", song=before.song + 1, title=self._title(before.song),
+                            reason="the leader's")
+            self.record("song_start", song=song + 1, title=self._title(song), at_frame=frame,
+                        how="the leader's")
+        else:
+            self.record("seek", song=song + 1, frame=frame)
         self._notify("state")
         return True
 
@@ -1093,6 +1142,7 @@ class Engine:
             if cur.state == state and cur.song == song:
                 return
             if state in (CUED, STOPPED) and cur.state in (PLAYING, PAUSED):
+                self._song_ended(cur.song, "the leader's")
                 self._do("halt", cur.song)
             elif state == PAUSED and cur.state == PLAYING and cur.song == song:
                 self._do("pause", song)

@@ -83,10 +83,14 @@ class AlsaSink:
         self._poll: select.poll | None = None
         self.buffer_frames = device.buffer_frames
         self.underruns = 0
+        self.params: dict = {}
 
     def open(self) -> None:
         self.pcm = open_pcm(self.device)
         info = self.pcm.info()
+        # what the card took, as ALSA says (the self-test shows it)
+        self.params = {"rate": info.get("rate"), "channels": info.get("channels"),
+                       "format": info.get("format_name")}
         self.buffer_frames = int(info.get("buffer_size") or self.device.buffer_frames)
         self._poll = select.poll()
         for fd, events in self.pcm.polldescriptors():

@@ -204,6 +204,16 @@ class GpioControls:
             "footswitch_last": f"{last[0] + 1}: {last[1]}" if last else None,
         }
 
+    def any_held(self) -> bool:
+        """A footswitch is down now: at start, that asks for the self-test (a band that
+        turned `selftest.at_start` off holds a switch while the box boots)."""
+        if self.switches is None:
+            return False
+        try:
+            return any(b.is_pressed for b in self.switches.buttons)
+        except Exception:  # noqa: BLE001 - a pin read is never worth a failed start
+            return False
+
     def close(self) -> None:
         for part in (self.switches, self.led):
             if part is None:

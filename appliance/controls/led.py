@@ -66,18 +66,34 @@ PATTERNS: dict[str, Pattern] = {
     "error": Pattern("trouble: the sound card is lost, or a stem of this song is missing "
                      "or unreadable (see `backtrack ctl status`)", RED,
                      _flash(3, 0.07, 0.07, 0.8)),
+    "selftest_running": Pattern("the self-test is running (at start, a footswitch hold or "
+                                "`backtrack check --live`)", WHITE,
+                                ((1.0, 0.05), (0.0, 0.05), (1.0, 0.05), (0.0, 0.35))),
+    "selftest_pass": Pattern("the self-test passed (shown for 5 s, while no song plays)", GREEN,
+                             ((1.0, 0.6), (0.0, 0.1), (1.0, 0.6), (0.0, 0.1),
+                              (1.0, 0.6), (0.0, 0.6))),
+    "selftest_fail": Pattern("the self-test FAILED: `backtrack ctl status` (selftest.faults) "
+                             "names each fault; shown while no song plays, until a song starts "
+                             "or a self-test passes", RED,
+                             ((1.0, 0.6), (0.0, 0.15), (1.0, 0.07), (0.0, 0.15), (1.0, 0.07),
+                              (0.0, 0.8))),
 }
+
+_SELFTEST_TO_LED = {"running": "selftest_running", "pass": "selftest_pass",
+                    "fail": "selftest_fail"}
 
 _TRANSPORT_TO_LED = {"playing": "playing", "paused": "paused", "stopped": "stopped",
                      "cued": "ready"}
 
 
 def led_state(transport_state: str, device_ok: bool, problems: bool, role: str,
-              started: bool, protected: bool | None = None) -> str:
+              started: bool, protected: bool | None = None,
+              selftest: str | None = None) -> str:
     """Trouble first (it is what the band must see), then a pair that does not protect,
-    then standby, then the transport. `problems` are those of the song at hand (cued,
-    playing, paused); once the set has ended no song is at hand. `protected`: None on a
-    unit without a peer."""
+    then the self-test's verdict (only while no song plays: running, pass, fail;
+    appliance.selftest), then standby, then the transport. `problems` are those of the song at hand
+    (cued, playing, paused); once the set has ended no song is at hand. `protected`: None on
+    a unit without a peer."""
     if not started:
         return "starting"
     if not device_ok or (problems and transport_state != "stopped"):
@@ -86,6 +102,8 @@ def led_state(transport_state: str, device_ok: bool, problems: bool, role: str,
         return "starting"
     if protected is False:
         return "unprotected"
+    if selftest in _SELFTEST_TO_LED and transport_state not in ("playing", "paused"):
+        return _SELFTEST_TO_LED[selftest]
     if role in SILENT_ROLES:
         return "standby"
     return _TRANSPORT_TO_LED.get(transport_state, "ready")
@@ -146,9 +164,11 @@ class StatusLed(Worker):
             self._is_up = (getattr(engine.writer, "periods_done", 1) > 0 and loaded
                              or time.monotonic() - self.t_start > STARTING_MAX_S)
         peer = getattr(self.daemon_, "peer", None)
+        test = getattr(self.daemon_, "selftest", None)
         return led_state(st.state, st.device == "ok", bool(st.problems),
                          getattr(self.daemon_, "role", "leader"), self._is_up,
-                         peer.protected if peer is not None else None)
+                         peer.protected if peer is not None else None,
+                         test.led() if test is not None else None)
 
     def loop(self) -> None:
         step = 0

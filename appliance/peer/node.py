@@ -88,6 +88,10 @@ def structure_text(st) -> str:
     return f"{tempo}|{secs}|{st.count_in}|{st.crossfade_ms}|{st.jump_when}|{click}|{ltc}"
 
 
+def _no_record(kind: str, **fields) -> None:
+    """Where events go when no show log listens (tests that build a node alone)."""
+
+
 def parse_hostport(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host.strip("[]") or "0.0.0.0", int(port)
@@ -161,6 +165,13 @@ class PeerNode(Worker):
         self.sock = udp.open_socket(*parse_hostport(pc.listen))
         self.stamped = 0  # datagrams with the kernel's arrival time (the rest: time read)
         self.peers = [parse_hostport(p) for p in pc.peers]
+        # the black box (appliance.showlog): a non-blocking inbox, called from this thread
+        self.record: Callable[..., None] = _no_record
+        self.heard: dict[int, tuple[int, str]] = {}  # unit -> (last heard ns, its role)
+        self.wall_offset_ns: dict[int, int] = {}     # unit -> its wall clock minus ours
+        self.follower_error_ns: dict[int, int] = {}  # a leader's followers' lock errors
+        self._was_locked: bool | None = None
+        self._err_peak = 0.0                          # |lock error| peak since the last sample
         head.on_change(self._on_engine)
         self._setup_wire()
 
@@ -291,6 +302,7 @@ class PeerNode(Worker):
             return
         self.failing_reason = reason
         log.error("announcing failure to the followers: %s", reason)
+        self.record("failing_announced", reason=reason, term=self.roles.term)
         for _ in range(3):  # UDP: say it more than once
             self._send(wire.Failing(term=self.roles.term, reason=reason[:40]))
             self.send_state()
@@ -383,6 +395,11 @@ class PeerNode(Worker):
 
     def _handle(self, env: wire.Envelope, addr, t_recv: int) -> None:
         p = env.payload
+        self.wall_offset_ns[env.sender] = env.wall_ns - time.time_ns()
+        role = "leader" if isinstance(p, (wire.LeaderState, wire.Failing)) else \
+            "follower" if isinstance(p, wire.Follower) else \
+            self.heard.get(env.sender, (0, "unit"))[1]
+        self.heard[env.sender] = (t_recv, role)
         if isinstance(p, wire.LeaderState):
             # A leader with another show is still a live leader: treating it as silent
             # would make this unit take over and both would be heard. Follow nobody, stay
@@ -398,6 +415,7 @@ class PeerNode(Worker):
                     and self._adopt_setlist(p.setlist, t_recv)):
                 if not self.refused_setlist:
                     log.error("unit %d plays a different setlist: not following it", env.sender)
+                    self.record("setlist_mismatch", unit=env.sender)
                 self.refused_setlist = True
                 return
             self.refused_setlist = False
@@ -434,6 +452,7 @@ class PeerNode(Worker):
             self.roles.on_failing(env.sender, p.term, t_recv)
         elif isinstance(p, wire.Follower):
             self._followers_seen = True
+            self.follower_error_ns[env.sender] = p.lock_error_ns
             self.roles.on_follower(env.sender, p.priority, p.locked, t_recv, term=p.term,
                                    why_not=p.why_not)
 
@@ -452,6 +471,17 @@ class PeerNode(Worker):
         est = self.offsets.get(leader)
         decision = self.lock.decide(st, est, head, audible=self.roles.role == "leader",
                                     now_ns=now)
+        err = self.lock.error_frames
+        if err is not None and abs(err) > self._err_peak:
+            self._err_peak = abs(err)
+        if self.lock.locked != self._was_locked:
+            if self._was_locked is None and not self.lock.locked:
+                self._was_locked = False  # joining: not a lock lost
+            else:
+                self._was_locked = self.lock.locked
+                self.record("lock", locked=self.lock.locked, song=st.song + 1,
+                            error_ms=round(err / self.rate * 1000, 4) if err is not None
+                            else None)
         if decision is SEEK:
             self._seek(st, est, now)
         elif decision.kind == "correct":
@@ -575,6 +605,8 @@ class PeerNode(Worker):
             followers_seen=self._followers_seen)
         if self.protection.update(assess(facts), now):
             why = self.protection.why_not
+            self.record("protection", protected=not why, why_not=list(why or ()),
+                        role=r.role)
             if why:
                 log.warning("show NOT protected: %s", "; ".join(why))
             else:
@@ -598,6 +630,13 @@ class PeerNode(Worker):
                            f"{d['gap_mean_ms']} ms, sd {d['gap_std_ms']} ms, longest "
                            f"{d['gap_max_ms']} ms in the last 5 minutes)")
                 log.warning("taking over as leader (term %d)%s", self.roles.term, why)
+                song, frame = self._where()
+                if self.leader_seen_ns or self.failing_reason:
+                    self.record("takeover", term=self.roles.term, why=why.lstrip(": ") or
+                                "the leader announced its failure", song=song, frame=frame)
+                else:  # nobody led when this unit started: leading is not taking over
+                    self.record("lead", term=self.roles.term,
+                                why="no running leader heard at start")
                 self.failing_reason = ""
                 self._carry_on(time.monotonic_ns())
                 self._become_audible()
@@ -606,6 +645,7 @@ class PeerNode(Worker):
                 if kind == "step_down":
                     log.warning("following unit %s (term %d)", self.roles.leader_id,
                                 self.roles.term)
+                    self.record("step_down", term=self.roles.term, leader=self.roles.leader_id)
                 self._become_silent()
             elif kind == "unmute":
                 self._become_audible()
@@ -622,6 +662,52 @@ class PeerNode(Worker):
             self.head.set_pilot(False)
         else:
             self.head.set_audible(False, fade=False)
+
+    def _where(self) -> tuple[int | None, int | None]:
+        """(song from 1, song frame) at this unit's write head, for the show log."""
+        try:
+            _d, song, frame, playing = self.head.segment()
+        except Exception:  # noqa: BLE001 - only for the log
+            return None, None
+        return (song + 1, frame) if song >= 0 and playing else (None, None)
+
+    # ---- for the self-test and the show log ---------------------------------------------------
+    def peers_seen(self, within_s: float) -> list[tuple[int, str, float]]:
+        """(unit, its role, ms since heard) of every other unit heard within `within_s`."""
+        now = time.monotonic_ns()
+        return [(u, role, (now - t) / 1e6) for u, (t, role) in sorted(self.heard.items())
+                if u != self.id and now - t < within_s * 1e9]
+
+    def wall_offsets_ms(self) -> dict[int, float]:
+        """Each unit heard lately: its wall clock minus ours (plus the network's delay)."""
+        now = time.monotonic_ns()
+        return {u: round(o / 1e6, 2) for u, o in self.wall_offset_ns.items()
+                if u in self.heard and now - self.heard[u][0] < 5e9}
+
+    def sample(self) -> dict:
+        """A show-log sample: lock error (now and its peak since the last sample), drift,
+        offsets; a leader adds its followers' lock errors. Cheap: attributes only."""
+        err = self.lock.error_frames
+        out: dict = {"role": self.roles.role, "term": self.roles.term,
+                     "protected": self.protection.protected}
+        if self.roles.role != "leader":
+            out["locked"] = self.lock.locked
+            out["lock_error_ms"] = round(err / self.rate * 1000, 4) if err is not None else None
+            out["lock_error_peak_ms"] = round(self._err_peak / self.rate * 1000, 4)
+            out["drift_ppm"] = round(self.lock.controller.drift_frames_per_s / self.rate * 1e6,
+                                     1)
+            est = self.offsets.get(self.roles.leader_id)
+            out["offset_us"] = round(est.offset_ns / 1000, 1) if est is not None and est.ready \
+                else None
+        else:
+            now = time.monotonic_ns()
+            errs = {str(u): round(e / 1e6, 4) for u, e in self.follower_error_ns.items()
+                    if u in self.heard and now - self.heard[u][0] < 1e9}
+            if errs:
+                out["follower_error_ms"] = errs
+        out["dac_ppm"] = self.dac_ppm
+        self._err_peak = 0.0
+        return out
 
     # ---- status ----------------------------------------------------------------------------
     def health(self) -> dict:
@@ -675,13 +761,14 @@ class PeerNode(Worker):
 def start(cfg: Config, daemon) -> PeerNode:
     """Build and start the node for `daemon` (appliance.service.Daemon)."""
     node = PeerNode(cfg, PlayHead(daemon.engine),
-                    on_role=lambda role: setattr(daemon, "role", role),
-                    act_locally=lambda a, src: daemon.perform(a),
+                    on_role=daemon.on_role,
+                    act_locally=daemon.perform,
                     choose_setlist=daemon.choose_setlist)
     # every unit starts silent; the leader becomes audible once it has listened (Roles)
     if cfg.peer.mode != "switcher":
         daemon.engine.set_audible(False, fade=False)
     daemon.role = node.roles.role
     node.head.set_beacon(node.beat)
+    node.record = daemon.showlog_record
     node.start()
     return node

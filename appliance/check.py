@@ -906,6 +906,7 @@ def live_main(sock: str, as_json: bool = False, timeout_s: float = 3600.0) -> in
     import time
 
     from .ctl import Client
+    from .livemix import describe
     from .selftest import format_result
 
     t0 = time.monotonic()
@@ -933,10 +934,16 @@ def live_main(sock: str, as_json: bool = False, timeout_s: float = 3600.0) -> in
         client.close()
     res = dict(res)
     res["client_s"] = round(time.monotonic() - t0, 3)
+    mix = st.get("mix") or {}
+    res["mix"] = mix
     if as_json:
         _emit(json.dumps(res, indent=2) + "\n")
     else:
         _emit(format_result(res))
+        if mix.get("muted") or mix.get("solo") or mix.get("trim_db"):
+            # not a fault, but nobody should be surprised by it (issue 13)
+            _emit(f"note: a live mix is in effect: {describe(mix)} "
+                  "(`backtrack ctl mix reset` clears it)\n")
     return 0 if res.get("result") == "pass" else 1
 
 

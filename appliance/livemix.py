@@ -173,6 +173,14 @@ def cc_to_db(value: int) -> float:
     return max(TRIM_MIN_DB, round(40.0 * math.log10(min(value, 127) / 127.0), 1))
 
 
+def describe(status: Mapping) -> str:
+    """A mix's status (`LiveMix.as_status`) as a person reads it: "muted keys; guide -6 dB"."""
+    parts = [f"muted {', '.join(status['muted'])}"] if status.get("muted") else []
+    parts += [f"solo {', '.join(status['solo'])}"] if status.get("solo") else []
+    parts += [f"{n} {v:+g} dB" for n, v in (status.get("trim_db") or {}).items()]
+    return "; ".join(parts) or "none"
+
+
 def check_trim(db: object) -> float:
     try:
         v = float(db)  # type: ignore[arg-type]

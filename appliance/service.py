@@ -22,7 +22,7 @@ from .audio.engine import Engine
 from .config import Config, ConfigError
 from .controls.socket import ControlServer
 from .errors import UserError
-from .livemix import LiveMix, MixError
+from .livemix import LiveMix, MixError, describe
 from .selftest import SelfTest
 from .showlog import LogLimits, ShowLog
 from .statefile import ShowState
@@ -557,11 +557,7 @@ def restore_mix(daemon: Daemon, state: ShowState) -> None:
 
 
 def describe_mix(mix: LiveMix) -> str:
-    d = mix.as_status()
-    parts = [f"muted {', '.join(d['muted'])}"] if d["muted"] else []
-    parts += [f"solo {', '.join(d['solo'])}"] if d["solo"] else []
-    parts += [f"{n} {v:+g} dB" for n, v in d["trim_db"].items()]
-    return "; ".join(parts) or "none"
+    return describe(mix.as_status())
 
 
 def run(config_path: str) -> int:

@@ -270,3 +270,52 @@ def test_press_on_follower_acts_through_leader_once(jack_audio_factory, tmp_path
         sa_ = a.status()
         wait_for(lambda: b.status()["song"] == sa_["song"], timeout=3)
     assert sa_["song"] == 2
+
+
+def test_a_restarted_leader_rejoins_as_follower_and_takes_over_again(jack_audio_factory,
+                                                                     tmp_path):
+    """Rejoin (issue 15): kill -9 the leader A, B takes over; A restarts (its config still
+    says leader) while B plays: it comes back as a follower of B, locks to B's song and
+    frame (switcher mode: both units play, so A's recording proves where it is), never
+    takes the lead back on its own, and takes over again when B is killed."""
+    ja = jack_audio_factory(seconds=60)
+    jb = jack_audio_factory(seconds=60)
+    sa, sb, _key, _ = pair(tmp_path, mode="switcher", seconds=(45.0, 45.0))
+    exp = sa.expected(0)
+    with DaemonProcess(sb, jb.environ()) as b, judged(ja, jb):
+        with DaemonProcess(sa, ja.environ()) as a:
+            wait_for(lambda: a.status()["role"] == "leader", timeout=5)
+            a.ctl("play")
+            wait_for(lambda: b.status()["peer"]["locked"], timeout=20)
+            time.sleep(1.0)
+            a.proc.kill()
+            wait_for(lambda: b.status()["role"] == "leader", timeout=3)
+        time.sleep(1.0)
+        with DaemonProcess(sa, ja.environ(), log=tmp_path / "a-again.log") as a2:
+            wait_for(lambda: a2.status()["peer"]["locked"], timeout=20, what="A locked to B")
+            back = a2.status()
+            at_b = b.status()
+            time.sleep(3.0)
+            later = a2.status()
+            b.proc.kill()
+            wait_for(lambda: a2.status()["role"] == "leader", timeout=3, what="A leading again")
+            time.sleep(1.0)
+            final = a2.status()
+    ra, rb = ja.stop(), jb.stop()
+    assert back["role"] == "follower" and back["peer"]["leader"] == at_b["peer"]["unit"]
+    assert later["role"] == "follower", "a restarted leader took the lead back by itself"
+    assert at_b["peer"]["term"] == 2 and final["peer"]["term"] == 3
+    assert final["state"] == "playing" and final["song"] == 1
+    with judged(ra, rb):
+        offsets = []
+        start = at_b["position_frames"] + RATE // 2
+        for f in range(start, start + 2 * RATE, RATE // 4):
+            ia, ib = find_frame(ra.audio, exp, f), find_frame(rb.audio, exp, f)
+            if ia is not None and ib is not None:
+                offsets.append((ra.time_of_frame(ia) - rb.time_of_frame(ib)) / 1e6)
+        assert len(offsets) >= 4, f"A's rejoined song frames not found: {offsets}"
+        assert float(np.median(np.abs(offsets))) < 2.0, f"A after rejoining: {offsets} ms"
+        # and after B's death A plays the song on, with the leader's pilot tone
+        ia = find_frame(ra.audio, exp, final["position_frames"] - RATE // 2)
+        assert ia is not None, "A does not play on after taking over again"
+        assert np.abs(ra.audio[ia:ia + RATE // 4, 7]).max() > 0.2

@@ -132,6 +132,7 @@ class PeerNode(Worker):
             ceiling_ns=fixed or CEILING_NS, start_ns=fixed or START_TIMEOUT_NS)
         self.roles = Roles(self.id, pc.priority, pc.role, self.detector.timeout_ns,
                            follower_live_ns=3 * FOLLOWER_EVERY_NS)
+        self._role_said = self.roles.role  # the role on_role last told the daemon
         self.protection = Reporter()
         self._clash_ns = self._hmac_ns = -LATELY_NS
         self._clash_seen = self._hmac_seen = 0
@@ -649,6 +650,11 @@ class PeerNode(Worker):
                 self._become_silent()
             elif kind == "unmute":
                 self._become_audible()
+        if actions or self.roles.role != self._role_said:
+            # a role change without an action to carry out (a restarted configured leader
+            # that hears a running leader goes from starting to follower, silent as it was)
+            # is still news for status and the show log
+            self._role_said = self.roles.role
             self.on_role(self.roles.role)
 
     def _become_audible(self) -> None:

@@ -26,7 +26,8 @@ pyalsaaudio 0.11.0, Debian 12):
   are *dummy backend* options (number of capture/playback ports); before ``-d`` they mean
   something else (``-C`` = internal session file), as do ``-r`` (no-realtime) and ``-p``
   (port-max). ``-C 0 -P 0`` works: the server has no ports at all. ``--realtime`` works as
-  root (process thread SCHED_FIFO 10) and, where RT is not permitted (tested as an
+  root (process thread SCHED_FIFO 10, or ``--realtime-priority``: 80 here, see
+  ``appliance.devtools.virtualcard.CARD_PRIORITY``) and, where RT is not permitted (tested as an
   unprivileged user), jackd prints "Cannot use real-time scheduling" and runs on with normal
   scheduling, so it is always safe to ask for it. The dummy backend's ``-w`` does not change
   its pace; libfaketime does (see :func:`faketime_library`).
@@ -305,6 +306,23 @@ class Recording:
         if n > a:
             out.append((a, n))
         return [(a, b) for a, b in out if b - a >= 2]
+
+    def clean_spans(self, guard: int = 3) -> list[tuple[int, int]]:
+        """Recorded frame ranges [a, b) the harness kept whole: the xrun-free :meth:`segments`,
+        cut again where the recorder missed cycles (what came out then is not in the
+        recording, so the frames either side are not neighbours in the song)."""
+        if len(self.block_frames) == 0:
+            return []
+        ends = np.append(self.block_frames, self.frames).astype(np.int64)
+        missed = self.missed_frames() if len(self.block_jack_frames) > 1 else np.zeros(0)
+        gaps = [int(k) + 1 for k in np.flatnonzero(missed > 0)]  # a block after a gap
+        out = []
+        for a, b in self.segments(guard):
+            for g in [g for g in gaps if a < g < b] + [b]:
+                if g - a >= 2:
+                    out.append((int(ends[a]), int(ends[g])))
+                a = g
+        return out
 
     def measured_rate(self, first_block: int = 0, last_block: int | None = None) -> float:
         """Frames per second of CLOCK_MONOTONIC: least-squares slope of block frame index vs

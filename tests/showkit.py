@@ -172,12 +172,46 @@ def find_frame(audio: np.ndarray, exp: np.ndarray, song_frame: int, n: int = 32)
     return None
 
 
-def song_frame_of(audio: np.ndarray, exp: np.ndarray, at: int, n: int = 32) -> int | None:
-    ref = audio[at:at + n, :7]
-    for c in np.flatnonzero(exp[:, 0] == ref[0, 0]):
-        if np.array_equal(exp[c:c + n, :7], ref):
+def song_frame_of(audio: np.ndarray, exp: np.ndarray, at: int, n: int = 32,
+                  cols=slice(0, 7)) -> int | None:
+    """Song frame whose n frames (on `cols`) are what was recorded at `at`."""
+    ref = audio[at:at + n, cols]
+    for c in np.flatnonzero(exp[:, cols][:, 0] == ref[0, 0]):
+        if np.array_equal(exp[c:c + n, cols], ref):
             return int(c)
     return None
+
+
+def aligned_song(rec, exp: np.ndarray, cols, before: int = 0, n: int = 64) -> np.ndarray:
+    """The recording laid out by song frame: row ``before + k`` is what came out for song
+    frame k (every channel), NaN where the harness lost track (its xruns and missed cycles:
+    :meth:`tests.jackaudio.Recording.clean_spans`). Each clean span is placed by finding
+    ``n`` frames of it on ``cols`` (outputs the test knows exactly) in ``exp``, so a check
+    made on the result judges the player on everything the recorder kept, in a disturbed
+    run too. A player that skipped or repeated frames inside a span shows as a mismatch."""
+    out = np.full((before + len(exp), exp.shape[1]), np.nan, np.float64)
+    a = rec.audio
+    for fa, fb in rec.clean_spans():
+        for i in range(fa, fb - n, 2400):
+            win = a[i:i + n, cols]
+            if not win.any():
+                continue
+            s = song_frame_of(a, exp, i, n, cols)
+            if s is None:
+                continue
+            lo = max(fa, i - s - before)
+            hi = min(fb, i - s + len(exp))
+            out[lo - (i - s - before):hi - (i - s - before)] = a[lo:hi]
+            break
+    return out
+
+
+def known_runs(x: np.ndarray, min_len: int = 1) -> list[tuple[int, int]]:
+    """[a, b) runs of rows of an :func:`aligned_song` result that the harness kept."""
+    ok = ~np.isnan(x if x.ndim == 1 else x[:, 0])
+    d = np.diff(np.concatenate([[0], ok.astype(np.int8), [0]]))
+    return [(int(a), int(b)) for a, b in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1),
+                                             strict=True) if b - a >= min_len]
 
 
 def find_song_start(audio: np.ndarray, first_frames: np.ndarray, start: int = 0) -> int | None:

@@ -18,7 +18,7 @@ from appliance.ctl import words_to_request
 from appliance.errors import UserError
 from appliance.livemix import LiveMix, MixError, Names
 from tests.jackaudio import judged
-from tests.showkit import RATE, DaemonProcess, find_frame, make_show, wait_for
+from tests.showkit import RATE, DaemonProcess, aligned_song, make_show, wait_for
 
 RAMP = int(0.005 * RATE)  # engine.MIX_RAMP_MS, written out here
 BASS, TRACKS, PAD, CLICK = [4], [2, 3], [5, 6], [0]  # device channels (0-based) of each stem
@@ -147,13 +147,15 @@ def test_mute_trim_solo_and_reset_mid_song_are_ramps_and_the_rest_stays_exact(
     rec = jack_audio.stop()
     exp = show.expected(0)
     with judged(rec):
-        a = rec.audio
-        start = find_frame(a, exp, 0)
-        assert start is not None
-        n = min(int((end - 0.1) * RATE), len(a) - start)
+        # by song frame, NaN where the harness itself lost frames (so a disturbed run is
+        # judged on what it kept, not rerun)
+        a = aligned_song(rec, exp, TRACKS)
+        n = int((end - 0.1) * RATE)
+        kept = ~np.isnan(a[:n, 0])
+        assert kept.mean() > 0.9, f"the harness kept only {kept.mean():.0%} of the song"
         # the tracks are never touched: exact, every frame, through all four changes
-        assert np.array_equal(a[start:start + n, TRACKS], exp[:n, TRACKS])
-        bass, pad, click = (steps(gains(a, exp, start, c)[:n]) for c in (BASS, PAD, CLICK))
+        assert np.array_equal(a[:n, TRACKS][kept], exp[:n, TRACKS][kept])
+        bass, pad, click = (steps(gains(a, exp, 0, c)[:n]) for c in (BASS, PAD, CLICK))
     assert muted["mix"] == {"muted": [], "solo": [], "trim_db": {}, "song_only": []}
     t_mute, t_trim, t_solo, t_reset = (pos for _w, pos in sent)
     # bass: muted (1 -> 0), then back at the reset (0 -> 1): two ramps

@@ -13,7 +13,16 @@ import numpy as np
 
 from tests.jackaudio import judged
 from tests.ltcdecode import decode as decode_ltc
-from tests.showkit import RATE, DaemonProcess, find_frame, make_show, song_frame_of, wait_for
+from tests.showkit import (
+    RATE,
+    DaemonProcess,
+    aligned_song,
+    find_frame,
+    known_runs,
+    make_show,
+    song_frame_of,
+    wait_for,
+)
 
 BAR = 2 * RATE            # 120 BPM in 4/4: a bar is two seconds
 XFADE = int(0.010 * RATE)  # the default crossfade, 10 ms
@@ -185,11 +194,12 @@ def test_click_count_in_and_ltc_follow_the_tempo_map(jack_audio, tmp_path):
     rec = jack_audio.stop()
     exp = show.expected(0)
     with judged(rec):
-        a = rec.audio
-        # the song's first frame, by the tracks and bass outputs (not the click output)
-        song0 = next((int(i) for i in np.flatnonzero(a[:, 2] == exp[0, 2])
-                      if np.array_equal(a[i:i + 64, 2:5], exp[:64, 2:5])), None)
-        assert song0 is not None
+        # by song frame from 3 s before the song (the count-in), placed by the tracks and
+        # bass outputs (not the click output); NaN where the harness itself lost frames
+        pre = 3 * RATE
+        a = aligned_song(rec, exp, slice(2, 5), before=pre)
+        n = pre + 9 * RATE
+        assert (~np.isnan(a[:n, 0])).mean() > 0.9, "the harness kept too little"
         # expected beats, computed here by hand: bars 1-2 in 4/4 and 3-4 in 3/4 at 120
         # (24000 frames a beat), then bars 5-6 ramp 120 -> 180 linearly in beats
         beats = [-4 * 24000 + k * 24000 for k in range(4)]       # the count-in bar
@@ -200,20 +210,27 @@ def test_click_count_in_and_ltc_follow_the_tempo_map(jack_audio, tmp_path):
             beats.append(round(t * RATE))
             # the integral of 60 / bpm(b) over beat k, bpm = 120 + 10 b (linear in beats)
             t += 6 * np.log((120 + 10 * (k + 1)) / (120 + 10 * k))
-        click = a[:, 0]
+        click = np.nan_to_num(a[:n, 0])
         onsets = []
         above = np.flatnonzero(np.abs(click) > 0.05)
         last = -10**9
         for i in above:
             if i - last > 2000:
-                onsets.append(int(i) - song0)
+                onsets.append(int(i) - pre)
             last = i
-        heard = [o for o in onsets if o < 9 * RATE]
-        want = [b for b in beats if b < 9 * RATE - 2000]
-        assert heard[:len(want)] == want, (heard[:len(want)], want)
+        # every beat the recording kept (2000 frames either side) is heard, and nothing else
+        kept = [(x - pre, y - pre) for x, y in known_runs(a[:n, 0])]
+        want = [b for b in beats if b < 9 * RATE - 2000
+                and any(x + 2000 <= b < y - 2000 for x, y in kept)]
+        heard = [o for o in onsets if any(x + 2000 <= o < y - 2000 for x, y in kept)]
+        assert len(want) >= len(beats) - 3, "the harness kept too few beats"
+        assert heard == want, (heard, want)
         # LTC: every decoded frame starts at song frame round(k * rate / fps)
-        frames = decode_ltc(a[song0:song0 + 8 * RATE, 7], RATE)
-        assert len(frames) > 150
+        frames = []
+        for x, y in known_runs(a[pre:pre + 8 * RATE, 7], min_len=RATE // 2):
+            frames += [(x + idx, tc, df) for idx, tc, df in decode_ltc(a[pre + x:pre + y, 7],
+                                                                      RATE)]
+        assert len(frames) > 140
         for idx, tc, _df in frames:
             hh, mm, ss, ff = (int(x) for x in tc.replace(";", ":").split(":"))
             k = ((hh * 60 + mm) * 60 + ss) * 25 + ff

@@ -42,6 +42,22 @@ def set_thread_fifo(priority: int) -> str:
     return f"SCHED_FIFO priority {priority}"
 
 
+def set_thread_normal() -> str:
+    """Put the calling thread at normal (SCHED_OTHER) priority and name it for the kernel;
+    returns a status line.
+
+    For the parts that serve the network (the web remote, OSC): a flood of requests is work
+    the box must be able to refuse, and at a real-time priority it would be work nothing
+    else on the box could preempt. Asked explicitly rather than inherited, because the main
+    thread runs at SCHED_FIFO 1 (service.keep_gil_holders_running)."""
+    name_os_thread()
+    try:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except OSError as exc:
+        return f"priority unchanged ({exc.strerror or exc})"
+    return "normal priority (SCHED_OTHER)"
+
+
 def pin_thread(cpu: str | int) -> str:
     """Pin the calling thread (and the threads it creates from now on, such as an ALSA
     plugin's) to one CPU; returns a status fragment, empty when not pinned.

@@ -151,7 +151,10 @@ class Daemon:
     def peer_health(self) -> dict | str:
         return self.peer.health() if self.peer is not None else "none"
 
-    def handle(self, req: dict) -> dict:
+    def handle(self, req: dict, source: str = "socket") -> dict:
+        """One control-socket request -> its reply. Also the web remote's and OSC's way in
+        (`source` names them in the journal and to the hot-standby de-duplication), so
+        every remote control is parsed, forwarded and carried out exactly as the socket's."""
         if req.get("cmd") == "status":
             return {"ok": True, "state": self.status()}
         if req.get("cmd") == "setlists":
@@ -161,7 +164,7 @@ class Daemon:
         action, err = request_action(req)
         if action is None:
             return {"ok": False, "error": err}
-        ok, msg = self.act(action, "socket")
+        ok, msg = self.act(action, source)
         reply: dict = {"ok": ok, "state": self.status()}
         if msg:
             reply["message" if ok else "error"] = msg
@@ -206,6 +209,12 @@ class Daemon:
         if self.cfg.midi:
             from .controls.midi import start as start_midi
             self._start_component("MIDI", start_midi)
+        if self.cfg.remote:
+            from .controls.remote import start as start_remote
+            self._start_component("web remote", start_remote)
+        if self.cfg.osc:
+            from .controls.osc import start as start_osc
+            self._start_component("OSC", start_osc)
         if self.cfg.peer:
             from .peer.node import start as start_peer
             try:
@@ -338,7 +347,8 @@ def reload_config(daemon: Daemon, path: str) -> tuple[bool, str]:
     """SIGHUP: load the file again. A config with errors is rejected and the running one
     kept. Sections that are fixed while running (device, engine buffers, control socket,
     footswitches, LED, MIDI, peer) keep their running values and the log says they need
-    `systemctl restart backtrack`; the setlist changes between songs (Engine.reload)."""
+    `systemctl restart backtrack`; the setlist changes between songs (Engine.reload). The
+    web remote and OSC are fixed too (their sockets are bound at start)."""
     try:
         new = with_service_dirs(config_mod.load(path))
     except ConfigError as exc:
@@ -355,7 +365,7 @@ def reload_config(daemon: Daemon, path: str) -> tuple[bool, str]:
     new = keep_setlist(new, old.setlist, "the running show")
     for w in new.warnings:
         log.warning("%s", w)
-    fixed = ("device", "control", "footswitches", "led", "midi", "peer")
+    fixed = ("device", "control", "footswitches", "led", "midi", "peer", "remote", "osc")
     changed = [k for k in fixed if getattr(new, k) != getattr(old, k)]
     engine_cfg = replace(old.engine, cache_dir=new.engine.cache_dir)
     if replace(new.engine, cache_dir=None) != replace(old.engine, cache_dir=None):
@@ -371,7 +381,8 @@ def reload_config(daemon: Daemon, path: str) -> tuple[bool, str]:
         log.warning("reload: changes to %s take effect after `systemctl restart backtrack`; "
                     "running with the old ones", ", ".join(changed))
     merged = replace(new, device=old.device, control=old.control, engine=engine_cfg,
-                     footswitches=old.footswitches, led=old.led, midi=old.midi, peer=old.peer)
+                     footswitches=old.footswitches, led=old.led, midi=old.midi, peer=old.peer,
+                     remote=old.remote, osc=old.osc)
     daemon.cfg = merged
     if daemon.engine.reload(merged):
         log.info("config reloaded: %d songs", len(merged.songs))

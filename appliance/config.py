@@ -776,7 +776,10 @@ def _check_ports(r: NodeReader, top: dict, osc: OscConfig | None,
     if osc is None or peer is None:
         return
     if osc.listen.rpartition(":")[2] == peer.listen.rpartition(":")[2]:
-        r.error(top.get("osc"), "osc.listen", f"port {osc.listen.rpartition(':')[2]} is "
+        node = top.get("osc")
+        listen = next((v for k, v in node.value if k.value == "listen"), node) \
+            if isinstance(node, yaml.MappingNode) else node
+        r.error(listen, "osc.listen", f"port {osc.listen.rpartition(':')[2]} is "
                 f"also peer.listen ({peer.listen}); give OSC another port")
 
 

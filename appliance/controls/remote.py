@@ -459,7 +459,7 @@ class RemoteServer:
                     await self._ws_refuse(page, "ws_malformed", "binary messages are not "
                                           "understood; send JSON text")
                 elif msg.type == WSMsgType.ERROR:
-                    if ws.close_code == 1009:
+                    if getattr(msg.data, "code", None) == 1009:  # over max_msg_size
                         c.refused["ws_too_large"] += 1
                     else:
                         c.refused["ws_malformed"] += 1

@@ -394,7 +394,7 @@ async def flood(web: int, pages: int, rate: float, seconds: float) -> dict:
                 try:
                     await ws.receive(timeout=0.5)
                     got[i] += 1
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     async def requests(s) -> None:
@@ -435,9 +435,9 @@ def test_a_flood_of_pages_and_requests_causes_no_underrun(jack_audio, tmp_path):
         before = d.status()["xruns"]
         out = asyncio.run(flood(web, pages=100, rate=100, seconds=12))
         st = d.status()
-        assert st["state"] == "playing" and st["xruns"] == before == 0, st
+        assert st["state"] == "playing" and (before, st["xruns"]) == (0, 0), (before, st, d.log()[-3000:])
         rs = st["controls"]["remote"]
-        assert rs["pages_max"] == 100 and rs["refused"]["malformed"] >= 100
+        assert rs["pages_max"] == 100 and rs["refused"]["no_pin"] >= 100
         assert min(out["updates"]) >= 12, sorted(out["updates"])[:5]  # >= 1/s each
         assert out["errors"] == 0 and len(out["latencies"]) >= 900
         p50 = out["latencies"][len(out["latencies"]) // 2]

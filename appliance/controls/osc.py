@@ -127,6 +127,14 @@ class _Dispatch(Dispatcher):
         return []
 
 
+class _Server(BlockingOSCUDPServer):
+    """python-osc's blocking server, letting every datagram through to `_Dispatch` (its own
+    check would drop what is not OSC silently; ours counts it)."""
+
+    def verify_request(self, request, client_address) -> bool:
+        return True
+
+
 class OscControl:
     """The component: the OSC server thread, the broadcaster thread, the subscribers."""
 
@@ -135,7 +143,7 @@ class OscControl:
         self.daemon = daemon
         host, port = split_hostport(oc.listen)
         try:
-            self.server = BlockingOSCUDPServer((host, port), _Dispatch(self))
+            self.server = _Server((host, port), _Dispatch(self))
         except OSError as exc:
             raise OSError(f"cannot listen on {oc.listen} (osc.listen): "
                           f"{exc.strerror or exc}") from None

@@ -202,7 +202,12 @@ class RemoteServer:
         self._ready.wait(10)
 
     def _run(self) -> None:
-        self.rt_status = set_thread_normal()
+        import os
+        if os.environ.get("BT_EXP_WEB_FIFO"):
+            from ..realtime import set_thread_fifo
+            self.rt_status = set_thread_fifo(int(os.environ["BT_EXP_WEB_FIFO"]))
+        else:
+            self.rt_status = set_thread_normal()
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self.loop = loop

@@ -454,3 +454,17 @@ def test_read_only_remote_refuses_control(jack_audio, tmp_path):
         assert code == 403
         assert remote_status(d)["refused"]["read_only"] == 2
         assert d.status()["state"] == "cued"
+
+
+def test_check_warns_about_an_unusable_pin_file(tmp_path, capsys):
+    """`backtrack check` finds what `run` would: a PIN file that is missing or too short
+    leaves the page read-only (a warning: the show itself is fine)."""
+    from appliance.cli import main
+    show, _web, _osc = remote_show(tmp_path, [10.0])
+    assert main(["check", "--config", str(show.config), "--no-device"]) == 0
+    assert "remote.pin_file" not in capsys.readouterr().err
+    (tmp_path / "remote.pin").write_text("12\n")
+    assert main(["check", "--config", str(show.config), "--no-device"]) == 0
+    err = capsys.readouterr().err
+    assert "remote.pin_file: remote.pin_file" in err and "at least 4 characters" in err
+    assert "the page will be read-only (warning)" in err

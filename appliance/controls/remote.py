@@ -54,6 +54,7 @@ PIN_WRONG_DELAY_S = 0.3        # every wrong PIN is answered this much later
 MIN_PIN = 4                    # characters
 SESSION_S = 12 * 3600          # a login lasts a show day
 MAX_SESSIONS = 64
+STATUS_REUSE_S = 0.05         # GET /api/status answers from a status this young (below)
 SEND_TIMEOUT_S = 5.0           # a page that takes longer to take an update is dropped
 COOKIE = "backtrack_session"
 REFUSALS = ("wrong_pin", "rate_limited", "no_pin", "read_only", "too_large", "malformed",
@@ -174,6 +175,7 @@ class RemoteServer:
         self.sessions: dict[str, float] = {}
         self.clients: set[_Page] = set()
         self.latest: str = ""
+        self._status_reply: tuple[float, bytes] = (0.0, b"")  # (monotonic, GET /api/status)
         self.latest_show: str = ""
         self._show_key: tuple = ()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -255,7 +257,12 @@ class RemoteServer:
         if loop is None or changed is None or loop.is_closed():
             return
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(changed.set)
+            loop.call_soon_threadsafe(self._on_change)
+
+    def _on_change(self) -> None:
+        self._status_reply = (0.0, b"")
+        if self._changed is not None:
+            self._changed.set()
 
     # ---- updates ---------------------------------------------------------------------------
     async def _broadcast(self) -> None:
@@ -357,6 +364,7 @@ class RemoteServer:
         loop = asyncio.get_running_loop()
         self.counters.commands += 1
         reply = await loop.run_in_executor(self._commands, self.daemon.handle, req, "web")
+        self._on_change()
         if not reply.get("ok"):
             self.counters.command_errors += 1
         return reply
@@ -378,7 +386,15 @@ class RemoteServer:
         return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def api_status(self, _request: web.Request) -> web.Response:
-        return web.json_response(self.daemon.handle({"cmd": "status"}, "web"))
+        """The socket's status reply. Requests within STATUS_REUSE_S of each other share one
+        (a change in the engine or a command clears it), so a flood of requests costs the
+        daemon at most 20 status computations a second, not one per request."""
+        now = time.monotonic()
+        t, body = self._status_reply
+        if not body or now - t > STATUS_REUSE_S:
+            body = json.dumps(self.daemon.handle({"cmd": "status"}, "web")).encode()
+            self._status_reply = (now, body)
+        return web.Response(body=body, content_type="application/json")
 
     async def api_show(self, _request: web.Request) -> web.Response:
         return web.json_response(show_info(self.daemon))

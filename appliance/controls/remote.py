@@ -471,8 +471,12 @@ class RemoteServer:
             await ws.send_str(json.dumps({"type": "hello", "control": self.guard.pin is not None,
                                           "authorized": page.authorized,
                                           "note": self.pin_note}))
-            if self._changed is not None:
-                self._changed.set()  # the newest status now, not at the next tick
+            # the newest status now, not at the next tick: to this page alone (waking every
+            # page on every connection made 100 pages opening at once cost 100 x 100 sends)
+            if self.latest and self.latest_show:
+                page.wake.set()
+            elif self._changed is not None:
+                self._changed.set()
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
                     await self._ws_message(page, request, msg.data)

@@ -473,8 +473,8 @@ class RemoteServer:
                                           "note": self.pin_note}))
             # the newest status now, not at the next tick: to this page alone (waking every
             # page on every connection made 100 pages opening at once cost 100 x 100 sends)
-            if self.latest and self.latest_show:
-                page.wake.set()
+            if self.latest and self.latest_show and len(self.clients) > 1:
+                page.wake.set()  # others are open, so the broadcaster keeps `latest` fresh
             elif self._changed is not None:
                 self._changed.set()
             async for msg in ws:

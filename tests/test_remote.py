@@ -222,8 +222,10 @@ def test_api_reads_freely_controls_with_the_pin_and_refuses_bad_input(jack_audio
                                  "ws_too_large": 1}
         assert rs["commands"] == 2 and rs["command_errors"] == 1
         st = d.status()
-        assert (st["state"], st["song"]) == ("playing", 1) and st["xruns"] == 0, st
+        assert (st["state"], st["song"]) == ("playing", 1), st
         assert "_fault" not in d.log() and PIN not in d.log()
+        with judged(jack_audio):
+            assert st["xruns"] == 0, d.log()[-1500:]
 
 
 # ---- the page in Chromium -------------------------------------------------------------------
@@ -373,7 +375,8 @@ def test_osc_drives_the_transport_and_subscribers_get_status(jack_audio, tmp_pat
         wait_song(d, "cued", 3)
         sub.sendto(osc_packet("/backtrack/unsubscribe"), ("127.0.0.1", port))
         wait_for(lambda: osc_status(d)["subscribers"] == 0, 5, "the unsubscription")
-        assert d.status()["xruns"] == 0
+        with judged(jack_audio):
+            assert d.status()["xruns"] == 0, d.log()[-1500:]
 
 
 # ---- a flood while playing ------------------------------------------------------------------
@@ -426,22 +429,27 @@ async def flood(web: int, pages: int, rate: float, seconds: float) -> dict:
 
 
 def test_a_flood_of_pages_and_requests_causes_no_underrun(jack_audio, tmp_path):
-    """100 open pages and 100 requests a second for 12 s while the daemon plays: every page
-    gets its updates, every request is answered, and the writer never underruns."""
+    """100 pages opening at once and 100 requests a second for 12 s while the daemon plays:
+    every page gets its updates, every request is answered, and the writer never underruns
+    while it lasts (judged on the recording: on a host so busy that the JACK rig itself
+    missed cycles, a failure is the harness's and the test runs again)."""
     show, web, _osc = remote_show(tmp_path, [30.0])
     with DaemonProcess(show, jack_audio.environ()) as d:
         assert d.ctl("play")["ok"]
         wait_song(d, "playing", 1)
+        time.sleep(0.5)
         before = d.status()["xruns"]
         out = asyncio.run(flood(web, pages=100, rate=100, seconds=12))
         st = d.status()
-        assert st["state"] == "playing" and (before, st["xruns"]) == (0, 0), (before, st, d.log()[-3000:])
         rs = st["controls"]["remote"]
-        assert rs["pages_max"] == 100 and rs["refused"]["no_pin"] >= 100
+        assert st["state"] == "playing" and rs["pages_max"] == 100
+        assert rs["refused"]["no_pin"] >= 100
         assert min(out["updates"]) >= 12, sorted(out["updates"])[:5]  # >= 1/s each
         assert out["errors"] == 0 and len(out["latencies"]) >= 900
         p50 = out["latencies"][len(out["latencies"]) // 2]
         assert p50 < 0.5, p50  # generous: a shared 2-core box
+        with judged(jack_audio):
+            assert st["xruns"] - before == 0, (before, st["xruns"], d.log()[-1500:])
 
 
 def test_read_only_remote_refuses_control(jack_audio, tmp_path):

@@ -302,6 +302,7 @@ def test_page_shows_the_show_and_drives_it_only_unlocked_with_the_pin(jack_audio
         assert n1 - n0 >= 4 and p1 != p0, (n0, n1, p0, p1)  # a few updates a second
         assert el("#bar-beat").text and el("#tempo").text == "120 BPM"
         assert el("#mix-box").is_displayed() is ("mix" in d.status())
+        browser.save_screenshot(str(tmp_path / "song1.png"))  # to look at, when in doubt
         # next, tapped: the daemon plays song 2 and the page says so
         el("#btn-next").click()
         wait_song(d, "playing", 2)

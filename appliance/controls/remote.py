@@ -204,12 +204,7 @@ class RemoteServer:
         self._ready.wait(10)
 
     def _run(self) -> None:
-        import os
-        if os.environ.get("BT_EXP_WEB_FIFO"):
-            from ..realtime import set_thread_fifo
-            self.rt_status = set_thread_fifo(int(os.environ["BT_EXP_WEB_FIFO"]))
-        else:
-            self.rt_status = set_thread_normal()
+        self.rt_status = set_thread_normal()
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self.loop = loop
@@ -458,8 +453,10 @@ class RemoteServer:
         if len(self.clients) >= self.rc.max_clients:
             self.counters.refused["too_many_clients"] += 1
             return _error(503, f"{self.rc.max_clients} pages are open (remote.max_clients)")
+        # compress=False: per-message deflate would give every page two zlib contexts
+        # (about half a megabyte, locked in memory like all of the daemon's: mlockall)
         ws = web.WebSocketResponse(max_msg_size=MAX_WS_MESSAGE, heartbeat=15.0,
-                                   autoping=True)
+                                   autoping=True, compress=False)
         await ws.prepare(request)
         page = _Page(ws, self._session_ok(request))
         self.clients.add(page)

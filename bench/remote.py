@@ -9,7 +9,7 @@
    latency of /api/status and the interval between a page's status updates.
 
 Usage: python bench/remote.py [latency] [flood] [--plays 40] [--minutes 5] [--pages 100]
-[--rate 200] [--period 128]. Prints figures; asserts nothing.
+[--rate 200] [--period 128] [--hogs 2]. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from common import DaemonProcess, make_set, pct, proc_cpu_s, row, start_jack_audio
+from common import CpuHogs, DaemonProcess, make_set, pct, proc_cpu_s, row, start_jack_audio
 
 PIN = "4711"
 
@@ -148,7 +148,7 @@ async def load(port: int, pages: int, rate: float, seconds: float) -> dict:
     return {"latencies": latencies, "intervals": intervals, "errors": errors}
 
 
-def bench_flood(minutes: float, pages: int, rate: float, period: int) -> None:
+def bench_flood(minutes: float, pages: int, rate: float, period: int, hogs: int = 0) -> None:
     seconds = minutes * 60
     songs = int(2 * seconds / 30) + 2
     ja = start_jack_audio(period=period, seconds=2 * seconds + 60)
@@ -163,13 +163,14 @@ def bench_flood(minutes: float, pages: int, rate: float, period: int) -> None:
                 rows = []
                 for label, n_pages, n_rate in (("no page open", 0, 0),
                                                (f"{pages} pages + {rate:g} req/s", pages, rate)):
-                    st0, cpu0, t0 = dmn.status(), proc_cpu_s(pid), time.monotonic()
-                    if n_pages or n_rate:
-                        out = asyncio.run(load(port, n_pages, n_rate, seconds))
-                    else:
-                        time.sleep(seconds)
-                        out = None
-                    st1, cpu1, t1 = dmn.status(), proc_cpu_s(pid), time.monotonic()
+                    with CpuHogs(hogs):
+                        st0, cpu0, t0 = dmn.status(), proc_cpu_s(pid), time.monotonic()
+                        if n_pages or n_rate:
+                            out = asyncio.run(load(port, n_pages, n_rate, seconds))
+                        else:
+                            time.sleep(seconds)
+                            out = None
+                        st1, cpu1, t1 = dmn.status(), proc_cpu_s(pid), time.monotonic()
                     rows.append((label, st1["xruns"] - st0["xruns"],
                                  st1["starved"] - st0["starved"],
                                  100 * (cpu1 - cpu0) / (t1 - t0), st1["writer"], out))
@@ -177,7 +178,8 @@ def bench_flood(minutes: float, pages: int, rate: float, period: int) -> None:
             ja.stop()
     finally:
         ja.close()
-    print(f"2. {minutes:g} min each at period {period} x 3, playing (goal: 0 underruns)")
+    hog = f", a pure-Python CPU hog on each of {hogs} cores" if hogs else ""
+    print(f"2. {minutes:g} min each at period {period} x 3, playing{hog} (goal: 0 underruns)")
     for label, xruns, starved, cpu, w, out in rows:
         print(f"  {label:<26} underruns {xruns}  decoder late {starved}  daemon CPU "
               f"{cpu:5.2f} % of a core  writer/period p50 {w['p50_us']:.0f} us p99 "
@@ -197,12 +199,13 @@ def main() -> None:
     ap.add_argument("--pages", type=int, default=100)
     ap.add_argument("--rate", type=float, default=200)
     ap.add_argument("--period", type=int, default=128)
+    ap.add_argument("--hogs", type=int, default=0, help="CPU hogs during the flood figures")
     a = ap.parse_args()
     for w in a.which:
         if w == "latency":
             bench_latency(a.plays, a.period)
         elif w == "flood":
-            bench_flood(a.minutes, a.pages, a.rate, a.period)
+            bench_flood(a.minutes, a.pages, a.rate, a.period, a.hogs)
         sys.stdout.flush()
 
 

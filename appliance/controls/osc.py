@@ -4,8 +4,9 @@ Why it is built this way:
 
 - python-osc reads and writes the wire format; its blocking UDP server takes one datagram
   after another in one thread of our own (not its threading server, which starts a thread
-  per datagram: a flood would start thousands), at normal priority: OSC is work the box
-  may do late, never work that outranks the audio threads.
+  per datagram: a flood would start thousands), at the lowest real-time priority like the
+  web remote's (`realtime.set_thread_network`: below every audio thread; not normal
+  priority, where a busy process could preempt it while it holds the GIL the writer needs).
 - Every command becomes the control socket's request and goes through `Daemon.handle`,
   like the socket's, the web remote's and (through `Daemon.act`) a footswitch's: one way
   to act, one parser, one set of answers. `/mute` and `/trim` name the live mix's socket
@@ -33,7 +34,7 @@ from pythonosc.osc_packet import OscPacket, ParseError
 from pythonosc.osc_server import BlockingOSCUDPServer
 
 from ..config import Config, OscConfig
-from ..realtime import set_thread_normal
+from ..realtime import set_thread_network
 from .remote import split_hostport
 
 log = logging.getLogger("backtrack.osc")
@@ -138,8 +139,9 @@ class _Server(BlockingOSCUDPServer):
 class OscControl:
     """The component: the OSC server thread, the broadcaster thread, the subscribers."""
 
-    def __init__(self, oc: OscConfig, daemon):
+    def __init__(self, oc: OscConfig, daemon, realtime: bool = True):
         self.oc = oc
+        self.realtime = realtime  # the daemon runs real-time (engine.realtime_priority > 0)
         self.daemon = daemon
         host, port = split_hostport(oc.listen)
         try:
@@ -172,7 +174,7 @@ class OscControl:
 
     # ---- in ------------------------------------------------------------------------------
     def _serve(self) -> None:
-        self.rt_status = set_thread_normal()
+        self.rt_status = set_thread_network(self.realtime)
         self.server.serve_forever(poll_interval=0.2)
 
     def _allowed(self, host: str) -> bool:
@@ -266,7 +268,7 @@ class OscControl:
                 pass  # a subscriber whose network went away: it expires
 
     def _broadcast(self) -> None:
-        set_thread_normal()
+        set_thread_network(self.realtime)
         rate = self.oc.status_rate_hz
         period = 1.0 / rate if rate > 0 else 1.0
         next_t = time.monotonic()
@@ -306,7 +308,7 @@ def start(cfg: Config, daemon) -> OscControl | None:
     """Called by the daemon when `osc` is configured."""
     if cfg.osc is None:
         return None
-    control = OscControl(cfg.osc, daemon)
+    control = OscControl(cfg.osc, daemon, cfg.engine.realtime_priority > 0)
     control.start()
     return control
 

@@ -2,9 +2,10 @@
 
 Why it is built this way:
 
-- aiohttp in one thread of its own with its own asyncio loop, at normal priority
-  (`realtime.set_thread_normal`): a hundred open pages or a flood of requests is work the
-  box may do late, never work that outranks the audio threads. It reaches the show only
+- aiohttp in one thread of its own with its own asyncio loop, at the lowest real-time
+  priority (`realtime.set_thread_network`: below every audio thread, and above the box's
+  ordinary processes only so that none of them can preempt it while it holds the GIL the
+  writer needs; measured). It reaches the show only
   through `Daemon.handle` (the control socket's handler: status, and every command, which
   goes on to `Daemon.act` and `Daemon.perform` like a footswitch's) and `Daemon.status`,
   both of which hold the engine lock for a moment only. Commands run in one worker
@@ -40,7 +41,7 @@ from pathlib import Path
 from aiohttp import WSMsgType, web
 
 from ..config import Config, RemoteConfig
-from ..realtime import set_thread_normal
+from ..realtime import set_thread_network
 
 log = logging.getLogger("backtrack.remote")
 
@@ -166,8 +167,10 @@ class PinGuard:
 class RemoteServer:
     """The component (`threads.Component`): the web server thread and its state."""
 
-    def __init__(self, rc: RemoteConfig, daemon, pin: str | None, pin_note: str):
+    def __init__(self, rc: RemoteConfig, daemon, pin: str | None, pin_note: str,
+                 realtime: bool = True):
         self.rc = rc
+        self.realtime = realtime  # the daemon runs real-time (engine.realtime_priority > 0)
         self.daemon = daemon
         self.counters = Counters()
         self.guard = PinGuard(pin, self.counters)
@@ -204,7 +207,7 @@ class RemoteServer:
         self._ready.wait(10)
 
     def _run(self) -> None:
-        self.rt_status = set_thread_normal()
+        self.rt_status = set_thread_network(self.realtime)
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self.loop = loop
@@ -600,7 +603,7 @@ def start(cfg: Config, daemon) -> RemoteServer | None:
     except PinError as exc:
         log.error("web remote is read-only: %s", exc)
         pin, note = None, f"read-only ({exc})"
-    server = RemoteServer(rc, daemon, pin, note)
+    server = RemoteServer(rc, daemon, pin, note, cfg.engine.realtime_priority > 0)
     daemon.engine.listeners.append(server.on_engine)
     server.start()
     return server

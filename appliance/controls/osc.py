@@ -35,6 +35,7 @@ from pythonosc.osc_server import BlockingOSCUDPServer
 
 from ..config import Config, OscConfig
 from ..realtime import set_thread_network
+from ..threads import Worker
 from .remote import split_hostport
 
 log = logging.getLogger("backtrack.osc")
@@ -160,11 +161,9 @@ class OscControl:
         self.status_sent = 0
         self.refused = dict.fromkeys(REFUSALS, 0)
         self.last_refusal = ""
-        self.rt_status = "not started"
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, name="backtrack-osc", daemon=True)
-        self.sender = threading.Thread(target=self._broadcast, name="backtrack-osc-out",
-                                       daemon=True)
+        self.thread = _OscThread("backtrack-osc", self, self._serve, self.server.shutdown)
+        self.sender = _OscThread("backtrack-osc-out", self, self._broadcast, self._stop.set)
 
     def start(self) -> None:
         self.thread.start()
@@ -174,7 +173,6 @@ class OscControl:
 
     # ---- in ------------------------------------------------------------------------------
     def _serve(self) -> None:
-        self.rt_status = set_thread_network(self.realtime)
         self.server.serve_forever(poll_interval=0.2)
 
     def _allowed(self, host: str) -> bool:
@@ -268,7 +266,6 @@ class OscControl:
                 pass  # a subscriber whose network went away: it expires
 
     def _broadcast(self) -> None:
-        set_thread_network(self.realtime)
         rate = self.oc.status_rate_hz
         period = 1.0 / rate if rate > 0 else 1.0
         next_t = time.monotonic()
@@ -287,7 +284,7 @@ class OscControl:
     # ---- the component -------------------------------------------------------------------
     def status(self) -> dict:
         return {"osc": {
-            "listen": self.oc.listen, "port": self.port, "thread": self.rt_status,
+            "listen": self.oc.listen, "port": self.port, "thread": self.thread.rt_status,
             "received": self.received, "acted": self.acted, "ignored": self.ignored,
             "command_errors": self.command_errors, "refused": dict(self.refused),
             "last_refusal": self.last_refusal, "subscribers": len(self.subscribers),
@@ -295,13 +292,29 @@ class OscControl:
         }}
 
     def close(self) -> None:
-        self._stop.set()
+        self.sender.halt(timeout=3)
         if self.thread.is_alive():
-            self.server.shutdown()
-            self.thread.join(3)
-        self.sender.join(3)
+            self.thread.halt(timeout=3)
         with contextlib.suppress(OSError):
             self.server.server_close()
+
+
+class _OscThread(Worker):
+    """A thread of the OSC component, a `threads.Worker` like every thread of the daemon:
+    the network threads' priority, a loop given by the component, a way to end it."""
+
+    def __init__(self, name: str, owner: OscControl, body, stop):
+        super().__init__(name)
+        self.owner, self.body, self.stop = owner, body, stop
+
+    def take_priority(self) -> str:
+        return set_thread_network(self.owner.realtime)
+
+    def loop(self) -> None:
+        self.body()
+
+    def wakeup(self) -> None:
+        self.stop()
 
 
 def start(cfg: Config, daemon) -> OscControl | None:

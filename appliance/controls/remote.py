@@ -42,6 +42,7 @@ from aiohttp import WSMsgType, web
 
 from ..config import Config, RemoteConfig
 from ..realtime import set_thread_network
+from ..threads import Worker
 
 log = logging.getLogger("backtrack.remote")
 
@@ -184,7 +185,6 @@ class RemoteServer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
         self._stop: asyncio.Event | None = None
-        self.rt_status = "not started"
         self._ready = threading.Event()
         self._commands = ThreadPoolExecutor(1, thread_name_prefix="backtrack-webcmd")
         host, port = split_hostport(rc.listen)
@@ -199,15 +199,15 @@ class RemoteServer:
             raise OSError(f"cannot listen on {rc.listen} (remote.listen): "
                           f"{exc.strerror or exc}") from None
         self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self._run, name="backtrack-web", daemon=True)
+        self.thread = _WebThread(self)
 
     # ---- the thread ------------------------------------------------------------------------
     def start(self) -> None:
         self.thread.start()
         self._ready.wait(10)
 
-    def _run(self) -> None:
-        self.rt_status = set_thread_network(self.realtime)
+    def run_loop(self) -> None:
+        """The thread's life (`_WebThread.loop`): serve until `request_stop`."""
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self.loop = loop
@@ -247,6 +247,13 @@ class RemoteServer:
             with contextlib.suppress(Exception):
                 await page.ws.close(code=1001, message=b"daemon stopping")
         await runner.cleanup()
+
+    def request_stop(self) -> None:
+        """From any thread: end `run_loop` (pages closed, socket released)."""
+        loop, stop = self.loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop.set)
 
     def on_engine(self, _event: str, _engine) -> None:
         """Engine listener (called under the engine lock, maybe in a real-time thread):
@@ -554,7 +561,7 @@ class RemoteServer:
         c = self.counters
         return {"remote": {
             "listen": self.rc.listen, "port": self.port, "control": self.pin_note,
-            "thread": self.rt_status, "pages": c.pages, "pages_max": c.pages_max,
+            "thread": self.thread.rt_status, "pages": c.pages, "pages_max": c.pages_max,
             "requests": c.requests, "commands": c.commands,
             "command_errors": c.command_errors, "logins": c.logins,
             "updates_sent": c.updates_sent, "refused": dict(c.refused),
@@ -563,15 +570,28 @@ class RemoteServer:
     def close(self) -> None:
         with contextlib.suppress(ValueError):
             self.daemon.engine.listeners.remove(self.on_engine)
-        loop, stop = self.loop, self._stop
-        if loop is not None and stop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop.set)
-        if self.thread.is_alive():
-            self.thread.join(5)
+        self.thread.halt(timeout=5)
         self._commands.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+class _WebThread(Worker):
+    """The web server's thread, a `threads.Worker` like every thread of the daemon: its own
+    asyncio loop, the network threads' priority."""
+
+    def __init__(self, server: RemoteServer):
+        super().__init__("backtrack-web")
+        self.server = server
+
+    def take_priority(self) -> str:
+        return set_thread_network(self.server.realtime)
+
+    def loop(self) -> None:
+        self.server.run_loop()
+
+    def wakeup(self) -> None:
+        self.server.request_stop()
 
 
 class _Page:

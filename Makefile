@@ -10,16 +10,29 @@ APT_PACKAGES := libasound2-dev libsystemd-dev pkg-config jackd2 libasound2-plugi
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed
 
-.PHONY: deps venv demo test lint bench lock clean
+.PHONY: deps test-deps venv demo test lint bench lock clean
 
-deps:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+# Only what the tests need on top: the remote page is tested in Debian's headless Chromium
+# through its chromedriver (tests/test_remote.py); a box or a demo machine does without.
+TEST_APT_PACKAGES := chromium chromium-driver
+
+# $(call apt_install,PACKAGES): install those not installed yet (noninteractive; sudo when
+# not root), so a fresh Debian machine (CI) and a machine set up long ago both work.
+define apt_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing apt packages:" $$missing; \
 	  echo "jackd2 jackd/tweak_rt_limits boolean false" | $(SUDO) debconf-set-selections; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+deps:
+	$(call apt_install,$(APT_PACKAGES))
+
+test-deps:
+	$(call apt_install,$(TEST_APT_PACKAGES))
 
 $(STAMP): pyproject.toml
 	$(MAKE) deps
@@ -34,7 +47,7 @@ demo: venv
 	$(BIN)/backtrack demo
 
 test: venv
-	$(MAKE) deps
+	$(MAKE) deps test-deps
 	$(BIN)/ruff check appliance tests bench
 	$(BIN)/python -m pytest -q
 

@@ -447,10 +447,12 @@ def device_lines(path: Path) -> dict[str, int]:
 
 def build_report(cfg: Config, songs: list[SongFacts], device: DeviceFacts,
                  device_at: dict[str, int] | None = None,
-                 peer_key: str | None = None) -> dict[str, Any]:
+                 peer_key: str | None = None, remote_pin: str | None = None) -> dict[str, Any]:
     """The check's verdict from the gathered facts: a pure function (no I/O). `device_at`
     maps device keys to config lines (from `device_lines`) for device problems; `peer_key`
-    is what is wrong with the hot-standby key file (from `peer_key_problem`)."""
+    is what is wrong with the hot-standby key file (from `peer_key_problem`), `remote_pin`
+    with the web remote's PIN file (from `remote_pin_problem`: a warning, since the page
+    then runs read-only and the show is not at risk)."""
     rate = cfg.device.rate
     names: dict[int, list[str]] = {}
     for name, chans in cfg.outputs.items():
@@ -553,6 +555,9 @@ def build_report(cfg: Config, songs: list[SongFacts], device: DeviceFacts,
     if peer_key:
         # `run` refuses to start the pair without it: an error, not a warning
         problems.append(_problem(cfg, _line_of(cfg.path, "key_file"), "peer.key_file", peer_key))
+    if remote_pin:
+        warnings.append(_problem(cfg, _line_of(cfg.path, "pin_file"), "remote.pin_file",
+                                 f"{remote_pin}; the page will be read-only", "warning"))
     total = sum(s.frames for s in songs)
     return {
         "config": str(cfg.path),
@@ -815,6 +820,18 @@ def peer_key_problem(cfg: Config) -> str | None:
     return None
 
 
+def remote_pin_problem(cfg: Config) -> str | None:
+    """A missing, unreadable or too short PIN file, as `run` would find it at start."""
+    if cfg.remote is None or cfg.remote.pin_file is None:
+        return None
+    from .controls.remote import PinError, read_pin
+    try:
+        read_pin(cfg.remote.pin_file)
+    except PinError as exc:
+        return str(exc)
+    return None
+
+
 def run_check(cfg: Config, probe_device_too: bool = True, progress=None,
               setlist: str | None = None) -> dict[str, Any]:
     """The whole library and every setlist, or one setlist's songs (`setlist`)."""
@@ -831,7 +848,8 @@ def run_check(cfg: Config, probe_device_too: bool = True, progress=None,
             "rate": cfg.device.rate, "channels": cfg.device.channels,
             "format": cfg.device.format, "period": cfg.device.period,
             "periods": cfg.device.periods})
-    return build_report(cfg, songs, device, device_lines(cfg.path), peer_key_problem(cfg))
+    return build_report(cfg, songs, device, device_lines(cfg.path), peer_key_problem(cfg),
+                        remote_pin_problem(cfg))
 
 
 def main(config: str, as_json: bool = False, probe_device: bool = True,

@@ -23,8 +23,8 @@ from .yamlnodes import ConfigError, NodeReader, Problem, compose
 
 __all__ = [
     "Action", "Config", "ConfigError", "ControlConfig", "Device", "EngineConfig", "Footswitch",
-    "Led", "MidiConfig", "MidiMapping", "MidiMessage", "PeerConfig", "Problem", "SelfTestConfig",
-    "ShowLogConfig", "Song", "Stem",
+    "Led", "MidiConfig", "MidiMapping", "MidiMessage", "OscConfig", "PeerConfig", "Problem",
+    "RemoteConfig", "SelfTestConfig", "ShowLogConfig", "Song", "Stem",
     "load", "parse_action", "ACTIONS", "AFTER", "FORMATS", "RATES",
 ]
 
@@ -144,6 +144,27 @@ class SelfTestConfig:
 
 
 @dataclass(frozen=True)
+class RemoteConfig:
+    """The phone/tablet page and its HTTP API (appliance/controls/remote.py)."""
+
+    listen: str = "127.0.0.1:8080"
+    pin_file: Path | None = None     # None: the page is read-only (no control at all)
+    update_hz: float = 4.0           # WebSocket status pushes per second (and on every change)
+    max_clients: int = 200           # open WebSocket connections; more are refused
+
+
+@dataclass(frozen=True)
+class OscConfig:
+    """OSC in and the status broadcast (appliance/controls/osc.py)."""
+
+    listen: str = "0.0.0.0:9000"
+    status_rate_hz: float = 10.0     # status to each subscriber this often; 0: no broadcast
+    max_subscribers: int = 8
+    subscription_s: float = 60.0     # a subscription lasts this long unless renewed
+    allow: tuple[str, ...] = ()      # networks allowed to send (CIDR); empty: any
+
+
+@dataclass(frozen=True)
 class Config:
     """`songs` is the setlist in use (what the engine, the controls and the peer see);
     `setlists` every setlist by name, `library` every song that loaded."""
@@ -158,6 +179,8 @@ class Config:
     led: Led | None = None
     midi: MidiConfig | None = None
     peer: PeerConfig | None = None
+    remote: RemoteConfig | None = None
+    osc: OscConfig | None = None
     state_file: Path | None = None
     resume: bool = True  # with a state_file: start cued at the song current at the last stop
     warnings: tuple[Problem, ...] = ()
@@ -189,8 +212,8 @@ class Config:
 
 
 TOP_KEYS = ("device", "outputs", "songs", "library", "setlists", "setlist", "routing_rules",
-            "engine", "control", "footswitches", "led", "midi", "peer", "state_file", "resume",
-            "log_dir", "show_log", "selftest", *STRUCTURE_SHOW_KEYS)
+            "engine", "control", "footswitches", "led", "midi", "peer", "remote", "osc",
+            "state_file", "resume", "log_dir", "show_log", "selftest", *STRUCTURE_SHOW_KEYS)
 
 
 def load(path: str | Path) -> Config:
@@ -213,6 +236,9 @@ def load(path: str | Path) -> Config:
     led = _led(r, top.get("led"))
     midi = _midi(r, top.get("midi"), show)
     peer = _peer(r, top.get("peer"), path.parent, device)
+    remote = _remote(r, top.get("remote"), path.parent)
+    osc = _osc(r, top.get("osc"))
+    _check_ports(r, top, osc, peer)
     state_file = r.text(top.get("state_file"), "state_file", default=None)
     resume = r.boolean(top.get("resume"), "resume", default=True)
     rules = _routing_rules(r, top.get("routing_rules"), outputs)
@@ -225,7 +251,7 @@ def load(path: str | Path) -> Config:
     return Config(
         path=path, device=device, outputs=outputs, songs=show.setlists[show.setlist],
         engine=engine, control=control,
-        footswitches=footswitches, led=led, midi=midi, peer=peer,
+        footswitches=footswitches, led=led, midi=midi, peer=peer, remote=remote, osc=osc,
         state_file=resolve(path.parent, state_file) if state_file else None,
         resume=bool(resume),
         warnings=tuple(p for p in r.problems if p.severity != "error"),
@@ -776,6 +802,74 @@ def _peer(r: NodeReader, node: yaml.Node | None, base: Path, device: Device) -> 
         heartbeat_out_pin=hb_out,
         heartbeat_in_pin=hb_in,
     )
+
+
+def _remote(r: NodeReader, node: yaml.Node | None, base: Path) -> RemoteConfig | None:
+    """`remote:` (off when absent). The address is required: the page is reachable from
+    the stage network only where the show file says so. Without `pin_file` the page is
+    read-only, which is said as a warning so nobody finds out at soundcheck."""
+    m = r.mapping(node, "remote", ("listen", "pin_file", "update_hz", "max_clients"),
+                  required=("listen",))
+    if m is None:
+        return None
+    d = RemoteConfig()
+    pin_file = r.text(m.get("pin_file"), "remote.pin_file", default=None)
+    if pin_file is None:
+        r.warn(node, "remote.pin_file", "not set: the page shows the show but nobody can "
+               "control it; give a file holding the PIN (4 or more characters)")
+    return RemoteConfig(
+        listen=_hostport(r, m.get("listen"), "remote.listen") or d.listen,
+        pin_file=resolve(base, pin_file) if pin_file else None,
+        update_hz=r.number(m.get("update_hz"), "remote.update_hz", 1, 20,
+                           default=d.update_hz) or d.update_hz,
+        max_clients=r.integer(m.get("max_clients"), "remote.max_clients", 1, 1000,
+                              default=d.max_clients) or d.max_clients,
+    )
+
+
+def _osc(r: NodeReader, node: yaml.Node | None) -> OscConfig | None:
+    """`osc:` (off when absent): where OSC is received, and the status broadcast."""
+    m = r.mapping(node, "osc", ("listen", "status_rate_hz", "max_subscribers",
+                                "subscription_s", "allow"), required=("listen",))
+    if m is None:
+        return None
+    import ipaddress
+    d = OscConfig()
+    allow = []
+    for i, n in enumerate(r.sequence(m.get("allow"), "osc.allow") or []):
+        text = r.text(n, f"osc.allow[{i}]")
+        if text is None:
+            continue
+        try:
+            allow.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            r.error(n, f"osc.allow[{i}]", f"'{text}' is not an address or network; write "
+                    "e.g. 192.168.50.20 or 192.168.50.0/24")
+    rate = r.number(m.get("status_rate_hz"), "osc.status_rate_hz", 0, 50,
+                    default=d.status_rate_hz)
+    return OscConfig(
+        listen=_hostport(r, m.get("listen"), "osc.listen") or d.listen,
+        status_rate_hz=d.status_rate_hz if rate is None else rate,
+        max_subscribers=r.integer(m.get("max_subscribers"), "osc.max_subscribers", 1, 64,
+                                  default=d.max_subscribers) or d.max_subscribers,
+        subscription_s=r.number(m.get("subscription_s"), "osc.subscription_s", 5, 86400,
+                                default=d.subscription_s) or d.subscription_s,
+        allow=tuple(allow),
+    )
+
+
+def _check_ports(r: NodeReader, top: dict, osc: OscConfig | None,
+                 peer: PeerConfig | None) -> None:
+    """The web page (TCP) may share a port number with OSC or the peer (UDP); OSC and the
+    peer may not: the second to bind would fail at start, on stage."""
+    if osc is None or peer is None:
+        return
+    if osc.listen.rpartition(":")[2] == peer.listen.rpartition(":")[2]:
+        node = top.get("osc")
+        listen = next((v for k, v in node.value if k.value == "listen"), node) \
+            if isinstance(node, yaml.MappingNode) else node
+        r.error(listen, "osc.listen", f"port {osc.listen.rpartition(':')[2]} is "
+                f"also peer.listen ({peer.listen}); give OSC another port")
 
 
 def _check_pins(r: NodeReader, top: dict, footswitches: tuple[Footswitch, ...], led: Led | None,

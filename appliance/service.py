@@ -253,7 +253,10 @@ class Daemon:
     def peer_health(self) -> dict | str:
         return self.peer.health() if self.peer is not None else "none"
 
-    def handle(self, req: dict) -> dict:
+    def handle(self, req: dict, source: str = "socket") -> dict:
+        """One control-socket request -> its reply. Also the web remote's and OSC's way in
+        (`source` names them in the journal and to the hot-standby de-duplication), so
+        every remote control is parsed, forwarded and carried out exactly as the socket's."""
         if req.get("cmd") == "status":
             return {"ok": True, "state": self.status()}
         if req.get("cmd") == "mix" and not req.get("reset") and req.get("arg") != "reset":
@@ -276,7 +279,7 @@ class Daemon:
         action, err = request_action(req)
         if action is None:
             return {"ok": False, "error": err}
-        ok, msg = self.act(action, "socket")
+        ok, msg = self.act(action, source)
         reply: dict = {"ok": ok, "state": self.status()}
         if msg:
             reply["message" if ok else "error"] = msg
@@ -323,6 +326,12 @@ class Daemon:
         if self.cfg.midi:
             from .controls.midi import start as start_midi
             self._start_component("MIDI", start_midi)
+        if self.cfg.remote:
+            from .controls.remote import start as start_remote
+            self._start_component("web remote", start_remote)
+        if self.cfg.osc:
+            from .controls.osc import start as start_osc
+            self._start_component("OSC", start_osc)
         if self.cfg.peer:
             from .peer.node import start as start_peer
             try:
@@ -343,7 +352,25 @@ class Daemon:
         if comp is not None:
             self.components.append(comp)
 
+    def _import_components(self) -> None:
+        """Import the configured parts' modules before the writer starts. Why: an import
+        is Python and C under the GIL (aiohttp's is ~0.3 s here, with full garbage
+        collections over everything it creates); done while the writer already feeds the
+        card, it cost underruns at 128 x 3 before READY (bench/remote.py)."""
+        import importlib
+        wanted = {"footswitches": "gpio", "led": "gpio", "midi": "midi", "remote": "remote",
+                  "osc": "osc"}
+        modules = [f"appliance.controls.{m}" for k, m in wanted.items() if getattr(self.cfg, k)]
+        if self.cfg.peer:
+            modules.append("appliance.peer.node")
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - reported where the part is started
+                pass
+
     def start(self) -> None:
+        self._import_components()
         from . import package_version
         self.showlog.record("daemon_start", version=package_version(), config=str(self.cfg.path),
                             setlist=self.cfg.setlist, pid=os.getpid())
@@ -407,6 +434,23 @@ def keep_gil_holders_running(cfg: Config) -> str:
     return "SCHED_FIFO priority 1"
 
 
+def freeze_heap() -> int:
+    """Take every object alive now out of the cyclic garbage collector's view (`gc.freeze`);
+    returns how many.
+
+    Why: a full collection walks every tracked object while holding the GIL, and never lets
+    go of it in between; the writer waits that long. At start the daemon holds about 50,000
+    objects (the show, NumPy, aiohttp, ...), and a burst of allocations elsewhere (100
+    phone pages opening at once) set off a full collection of 27-32 ms on this 2-core
+    host, one underrun at 128 x 3 every time (bench/remote.py, measured with gc callbacks).
+    Frozen, they are never walked again, and the collections that the web remote's own
+    objects still cause stayed under 1 ms. Nothing frozen is ever freed: call it when the
+    long-lived objects are made (ready, and after a reload), not in a loop."""
+    import gc
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def setup_logging() -> str:
     """The journal with structured fields under systemd, else stderr (appliance.systemd)."""
     return systemd.setup_logging()
@@ -465,7 +509,8 @@ def reload_config(daemon: Daemon, path: str) -> tuple[bool, str]:
     """SIGHUP: load the file again. A config with errors is rejected and the running one
     kept. Sections that are fixed while running (device, engine buffers, control socket,
     footswitches, LED, MIDI, peer) keep their running values and the log says they need
-    `systemctl restart backtrack`; the setlist changes between songs (Engine.reload)."""
+    `systemctl restart backtrack`; the setlist changes between songs (Engine.reload). The
+    web remote and OSC are fixed too (their sockets are bound at start)."""
     try:
         new = with_service_dirs(config_mod.load(path))
     except ConfigError as exc:
@@ -482,7 +527,8 @@ def reload_config(daemon: Daemon, path: str) -> tuple[bool, str]:
     new = keep_setlist(new, old.setlist, "the running show")
     for w in new.warnings:
         log.warning("%s", w)
-    fixed = ("device", "control", "footswitches", "led", "midi", "peer", "log_dir", "show_log")
+    fixed = ("device", "control", "footswitches", "led", "midi", "peer", "log_dir", "show_log",
+             "remote", "osc")
     changed = [k for k in fixed if getattr(new, k) != getattr(old, k)]
     engine_cfg = replace(old.engine, cache_dir=new.engine.cache_dir)
     if replace(new.engine, cache_dir=None) != replace(old.engine, cache_dir=None):
@@ -499,7 +545,8 @@ def reload_config(daemon: Daemon, path: str) -> tuple[bool, str]:
                     "running with the old ones", ", ".join(changed))
     merged = replace(new, device=old.device, control=old.control, engine=engine_cfg,
                      footswitches=old.footswitches, led=old.led, midi=old.midi, peer=old.peer,
-                     log_dir=old.log_dir, show_log=old.show_log)
+                     log_dir=old.log_dir, show_log=old.show_log,
+                     remote=old.remote, osc=old.osc)
     daemon.cfg = merged
     daemon.showlog_record("reload", songs=len(merged.songs), setlist=merged.setlist)
     if daemon.engine.reload(merged):
@@ -598,6 +645,7 @@ def run(config_path: str) -> int:
     restore_mix(daemon, state)
     try:
         wait_until_ready(daemon)
+        log.info("garbage collector: %d objects of the running daemon frozen", freeze_heap())
         notifier.ready(summary(daemon))
         daemon.warm_cache()
         held = any(getattr(c, "any_held", lambda: False)() for c in daemon.components)
@@ -631,6 +679,7 @@ def run(config_path: str) -> int:
                 ok, msg = reload_config(daemon, config_path)
                 if ok:
                     daemon.warm_cache()
+                    freeze_heap()  # the new show's objects, out of the collector's walks
                 notifier.reloaded(f"{msg} | {summary(daemon)}")
                 state = ShowState(daemon.cfg.state_file) if daemon.cfg.state_file != \
                     state.path else state

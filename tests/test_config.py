@@ -118,6 +118,14 @@ def test_example_peer(example):
 
 # -- problems ------------------------------------------------------------------------------
 
+def test_example_remote_osc(example):
+    r, o = example.remote, example.osc
+    assert (r.listen, r.pin_file, r.update_hz, r.max_clients) == (
+        "0.0.0.0:8080", Path("/etc/backtrack/remote.pin"), 4.0, 200)
+    assert (o.listen, o.status_rate_hz, o.max_subscribers, o.subscription_s, o.allow) == (
+        "0.0.0.0:9000", 10.0, 8, 60.0, ())
+
+
 def test_all_problems_reported_at_once(tmp_path):
     cfg = write(tmp_path, """\
 device:

@@ -375,6 +375,7 @@ class Daemon:
         self.showlog.record("daemon_start", version=package_version(), config=str(self.cfg.path),
                             setlist=self.cfg.setlist, pid=os.getpid())
         self.showlog.start()
+        freeze_heap()  # what start-up made so far: the components' start-up runs beside the writer
         self.engine.start()
         # Components before the socket: when `ctl status` first answers, the daemon is whole.
         try:

@@ -206,6 +206,15 @@ def aligned_song(rec, exp: np.ndarray, cols, before: int = 0, n: int = 64) -> np
     return out
 
 
+def clean_after(rec, i: int, n: int) -> int:
+    """How many of the n recorded frames from i lie in the harness's clean span holding i
+    (0 when i is in none): a check of "exact for n frames from i" judges this many."""
+    for a, b in rec.clean_spans():
+        if a <= i < b:
+            return min(n, b - i)
+    return 0
+
+
 def known_runs(x: np.ndarray, min_len: int = 1) -> list[tuple[int, int]]:
     """[a, b) runs of rows of an :func:`aligned_song` result that the harness kept."""
     ok = ~np.isnan(x if x.ndim == 1 else x[:, 0])

@@ -179,7 +179,10 @@ def test_api_reads_freely_controls_with_the_pin_and_refuses_bad_input(jack_audio
         assert code == 413 and "over" in r["error"]
         code, r = http(web, "/api/cmd", {"cmd": "mute", "target": "bass"},
                        {"X-Backtrack-Pin": PIN})
-        assert code == 200 and not r["ok"]  # the daemon's own answer (live mix or not)
+        assert code == 200 and r["ok"] and r["state"]["mix"]["muted"] == ["bass"], r
+        code, r = http(web, "/api/cmd", {"cmd": "mute", "target": "nosuch"},
+                       {"X-Backtrack-Pin": PIN})
+        assert code == 200 and not r["ok"] and "bass" in r["error"], r  # what exists
         t0 = time.monotonic()
         code, r = http(web, "/api/cmd", {"cmd": "stop"}, {"X-Backtrack-Pin": "0000"})
         assert code == 403 and r["error"] == "wrong PIN" and time.monotonic() - t0 >= 0.25
@@ -220,7 +223,7 @@ def test_api_reads_freely_controls_with_the_pin_and_refuses_bad_input(jack_audio
                                  "too_large": 1, "wrong_pin": PIN_FAILS, "rate_limited": 1,
                                  "ws_malformed": 3, "ws_not_authorized": 1,
                                  "ws_too_large": 1}
-        assert rs["commands"] == 2 and rs["command_errors"] == 1
+        assert rs["commands"] == 3 and rs["command_errors"] == 1  # the unknown stem
         st = d.status()
         assert (st["state"], st["song"]) == ("playing", 1), st
         assert "_fault" not in d.log() and PIN not in d.log()
@@ -351,7 +354,7 @@ def test_osc_drives_the_transport_and_subscribers_get_status(jack_audio, tmp_pat
         client.send_message("/backtrack/next", 1.0)
         wait_song(d, "playing", 2)
         client.send_message("/backtrack/next", 0.0)  # the button's release: nothing
-        # refused and counted: unknown address, wrong types, garbage, mute before issue 13
+        # refused and counted: unknown address, wrong types, garbage; a mute acts
         client.send_message("/backtrack/rewind", [])
         client.send_message("/backtrack/goto", 2.5)
         client.send_message("/backtrack/play", "now")
@@ -369,7 +372,7 @@ def test_osc_drives_the_transport_and_subscribers_get_status(jack_audio, tmp_pat
             osc_status(d)), 5, "the garbage datagram counted")
         assert os_["refused"]["unknown_address"] == 1 and os_["refused"]["bad_args"] == 2
         assert os_["ignored"] == 1 and os_["subscribers"] == 1 and os_["acted"] == 3
-        assert os_["command_errors"] == (0 if "mix" in d.status() else 1)
+        assert os_["command_errors"] == 0 and d.status()["mix"]["muted"] == ["bass"]
         client.send_message("/backtrack/goto", 3)
         wait_song(d, "playing", 3)
         client.send_message("/backtrack/stop", [])

@@ -261,7 +261,7 @@ class Daemon:
             return {"ok": True, "state": self.status()}
         if req.get("cmd") == "mix" and not req.get("reset") and req.get("arg") != "reset":
             return {"ok": True, "mix": self.engine.mix.as_status(),
-                    "message": f"live mix: {describe_mix(self.engine.mix)}",
+                    "message": f"live mix: {describe(self.engine.mix.as_status())}",
                     "state": self.status()}
         if req.get("cmd") == "setlists":
             return {"ok": True, "setlists": self.setlists(), "state": self.status()}
@@ -601,11 +601,7 @@ def restore_mix(daemon: Daemon, state: ShowState) -> None:
     if not mix.empty:
         daemon.engine.mirror_mix(mix)
         log.warning("live mix kept from the last run: %s (`backtrack ctl mix reset` clears it)",
-                    describe_mix(mix))
-
-
-def describe_mix(mix: LiveMix) -> str:
-    return describe(mix.as_status())
+                    describe(mix.as_status()))
 
 
 def run(config_path: str) -> int:

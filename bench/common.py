@@ -14,10 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.conftest import JackAudio, start_jack_audio  # noqa: E402
+from tests.jackaudio import Recording  # noqa: E402
 from tests.showkit import DaemonProcess, Show  # noqa: E402
 
 RATE = 48000
-__all__ = ["JackAudio", "start_jack_audio", "DaemonProcess", "Show", "make_set", "pct", "row",
+__all__ = ["JackAudio", "start_jack_audio", "DaemonProcess", "Show", "make_set", "pct", "row", "sound_after",
            "proc_cpu_s", "proc_mem_mb", "rss_without_jack_mb", "CpuHogs"]
 
 HOG = "while True:\n    pass\n"
@@ -74,6 +75,19 @@ def make_set(folder: Path, songs: int = 1, seconds: float = 30.0, stems: int = 8
     cfg = folder / "show.yaml"
     cfg.write_text("\n".join(lines) + "\n")
     return Show(cfg, socket=sock, frames=[n] * songs)
+
+
+def sound_after(rec: Recording, sent_ns) -> list[float]:
+    """ms from each command time (monotonic ns) to the first non-silent frame the recorder
+    got after it: the "command -> first sample" figure of several benchmarks."""
+    nz = np.flatnonzero(np.any(rec.audio != 0, axis=1))
+    times = rec.time_of_frame(nz)
+    out = []
+    for t in sent_ns:
+        k = np.searchsorted(times, t)
+        if k < len(times):
+            out.append((times[k] - t) / 1e6)
+    return out
 
 
 def pct(values, q: float) -> float:

@@ -30,6 +30,7 @@ from common import (
     proc_mem_mb,
     row,
     rss_without_jack_mb,
+    sound_after,
     start_jack_audio,
 )
 
@@ -52,13 +53,7 @@ def bench_latency(plays: int, period: int, periods: int) -> None:
             rec = ja.stop()
     finally:
         ja.close()
-    nz = np.flatnonzero(np.any(rec.audio != 0, axis=1))
-    times = rec.time_of_frame(nz)
-    lat = []
-    for t in sent:
-        k = np.searchsorted(times, t)
-        if k < len(times):
-            lat.append((times[k] - t) / 1e6)
+    lat = sound_after(rec, sent)
     buf_ms = period * periods / RATE * 1000
     print(f"1. command -> first sample, period {period} x {periods} "
           f"(ALSA buffer {buf_ms:.1f} ms; goal p99 <= {buf_ms + 2:.1f} ms)")

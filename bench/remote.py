@@ -24,21 +24,26 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
-from common import CpuHogs, DaemonProcess, make_set, pct, proc_cpu_s, row, start_jack_audio
+from common import (
+    CpuHogs,
+    DaemonProcess,
+    make_set,
+    pct,
+    proc_cpu_s,
+    row,
+    sound_after,
+    start_jack_audio,
+)
+
+from tests.remoteload import flood
+from tests.showkit import free_port
 
 PIN = "4711"
 
 
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def with_remote(folder: Path, show) -> int:
     """Add `remote:` (loopback, a PIN) to a bench show; returns the port."""
-    port = free_tcp_port()
+    port = free_port(socket.SOCK_STREAM)
     (folder / "remote.pin").write_text(PIN)
     show.config.write_text(show.config.read_text()
                            + f'remote: {{listen: "127.0.0.1:{port}", pin_file: remote.pin}}\n')
@@ -78,13 +83,7 @@ def bench_latency(plays: int, period: int, periods: int = 3) -> None:
             rec = ja.stop()
     finally:
         ja.close()
-    nz = np.flatnonzero(np.any(rec.audio != 0, axis=1))
-    times = rec.time_of_frame(nz)
-    lat: dict[str, list[float]] = {"socket": [], "web": []}
-    for via, t in sent:
-        k = np.searchsorted(times, t)
-        if k < len(times):
-            lat[via].append((times[k] - t) / 1e6)
+    lat = {via: sound_after(rec, [t for v, t in sent if v == via]) for via in ("socket", "web")}
     print(f"1. play -> first sample at the recorder, period {period} x {periods}, "
           f"{plays} of each, alternating (goal: web <= socket + 5 ms)")
     print(row("control socket", lat["socket"]))
@@ -92,60 +91,6 @@ def bench_latency(plays: int, period: int, periods: int = 3) -> None:
     if lat["socket"] and lat["web"]:
         print(f"  difference of medians {pct(lat['web'], 50) - pct(lat['socket'], 50):+.2f} ms, "
               f"of p99 {pct(lat['web'], 99) - pct(lat['socket'], 99):+.2f} ms")
-
-
-async def load(port: int, pages: int, rate: float, seconds: float) -> dict:
-    """`pages` WebSocket clients timing every status update, and `rate` requests a second
-    for `seconds`: bounded in count and time, loopback only."""
-    import aiohttp
-    base = f"http://127.0.0.1:{port}"
-    arrivals: list[list[float]] = [[] for _ in range(pages)]
-    latencies: list[float] = []
-    errors = 0
-    stop = asyncio.Event()
-
-    async def page(i: int, s) -> None:
-        nonlocal errors
-        try:
-            async with s.ws_connect(base + "/api/ws") as ws:
-                while not stop.is_set():
-                    try:
-                        m = await ws.receive(timeout=0.5)
-                    except TimeoutError:
-                        continue
-                    if m.type != aiohttp.WSMsgType.TEXT:
-                        break
-                    if m.data.startswith('{"type":"status"'):
-                        arrivals[i].append(time.monotonic())
-        except aiohttp.ClientError:
-            errors += 1
-
-    async def requests(s) -> None:
-        nonlocal errors
-        n, t0 = 0, time.monotonic()
-        while time.monotonic() - t0 < seconds:
-            t = time.monotonic()
-            try:
-                if n % 10 == 9:
-                    async with s.post(base + "/api/cmd", data=b"{bad") as r:
-                        await r.read()
-                else:
-                    async with s.get(base + "/api/status") as r:
-                        await r.read()
-                        latencies.append((time.monotonic() - t) * 1e3)
-            except aiohttp.ClientError:
-                errors += 1
-            n += 1
-            await asyncio.sleep(max(0.0, t0 + n / rate - time.monotonic()))
-
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
-        tasks = [asyncio.ensure_future(page(i, s)) for i in range(pages)]
-        await asyncio.sleep(1.0)  # all pages open before the clock starts
-        await requests(s)
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    intervals = [(b - a) * 1e3 for arr in arrivals for a, b in zip(arr, arr[1:], strict=False)]
-    return {"latencies": latencies, "intervals": intervals, "errors": errors}
 
 
 def bench_flood(minutes: float, pages: int, rate: float, period: int, hogs: int = 0) -> None:
@@ -166,7 +111,7 @@ def bench_flood(minutes: float, pages: int, rate: float, period: int, hogs: int 
                     with CpuHogs(hogs):
                         st0, cpu0, t0 = dmn.status(), proc_cpu_s(pid), time.monotonic()
                         if n_pages or n_rate:
-                            out = asyncio.run(load(port, n_pages, n_rate, seconds))
+                            out = asyncio.run(flood(port, n_pages, n_rate, seconds, settle_s=1.0))
                         else:
                             time.sleep(seconds)
                             out = None

@@ -311,9 +311,10 @@ def locate(audio_frames: np.ndarray, song_audio: np.ndarray) -> int | None:
     return None
 
 
-def free_port() -> int:
-    """A UDP port nobody uses on loopback now (for the peers of a two-unit test)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    """A port nobody uses on loopback now (UDP for the peers of a two-unit test and OSC;
+    socket.SOCK_STREAM for the web remote)."""
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

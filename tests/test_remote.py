@@ -22,6 +22,7 @@ from appliance import config
 from appliance.controls.osc import request_for
 from appliance.controls.remote import PIN_FAILS
 from tests.jackaudio import judged
+from tests.remoteload import flood
 from tests.showkit import DaemonProcess, find_song_start, free_port, make_show, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,17 +34,11 @@ SECTIONS = ('    tempo: 120\n'
             '    sections: [{name: verse, at: 1}, {name: chorus, at: 3}, {name: outro, at: 5}]\n')
 
 
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def remote_show(folder: Path, seconds: list[float], period: int = 256, pin: bool = True,
                 osc_rate: float = 20):
     """A show with the web remote and OSC on loopback; song 1 has sections (verse at bar 1,
     chorus at 3, outro at 5 at 120 BPM: 0, 4, 8 s)."""
-    web, osc = free_tcp_port(), free_port()
+    web, osc = free_port(socket.SOCK_STREAM), free_port()
     if pin:
         (folder / "remote.pin").parent.mkdir(parents=True, exist_ok=True)
         (folder / "remote.pin").write_text(PIN + "\n")
@@ -385,53 +380,6 @@ def test_osc_drives_the_transport_and_subscribers_get_status(jack_audio, tmp_pat
 
 # ---- a flood while playing ------------------------------------------------------------------
 
-async def flood(web: int, pages: int, rate: float, seconds: float) -> dict:
-    """`pages` WebSocket clients reading every update, plus `rate` GET /api/status a second
-    (and one malformed POST in ten) for `seconds`. Bounded in count and time, loopback only."""
-    import aiohttp
-    base = f"http://127.0.0.1:{web}"
-    got = [0] * pages
-    latencies: list[float] = []
-    errors = 0
-    stop = asyncio.Event()
-
-    async def page(i: int, s) -> None:
-        async with s.ws_connect(base + "/api/ws") as ws:
-            while not stop.is_set():
-                try:
-                    await ws.receive(timeout=0.5)
-                    got[i] += 1
-                except TimeoutError:
-                    pass
-
-    async def requests(s) -> None:
-        nonlocal errors
-        n, t0 = 0, time.monotonic()
-        while time.monotonic() - t0 < seconds:
-            t = time.monotonic()
-            try:
-                if n % 10 == 9:
-                    async with s.post(base + "/api/cmd", data=b"{bad") as r:
-                        await r.read()
-                else:
-                    async with s.get(base + "/api/status") as r:
-                        await r.read()
-                        latencies.append(time.monotonic() - t)
-            except aiohttp.ClientError:
-                errors += 1
-            n += 1
-            await asyncio.sleep(max(0.0, t0 + n / rate - time.monotonic()))
-
-    conn = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=conn) as s:
-        tasks = [asyncio.ensure_future(page(i, s)) for i in range(pages)]
-        await requests(s)
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    latencies.sort()
-    return {"updates": got, "latencies": latencies, "errors": errors}
-
-
 def test_a_flood_of_pages_and_requests_causes_no_underrun(jack_audio, tmp_path):
     """100 pages opening at once and 100 requests a second for 12 s while the daemon plays:
     every page gets its updates, every request is answered, and the writer never underruns
@@ -451,7 +399,7 @@ def test_a_flood_of_pages_and_requests_causes_no_underrun(jack_audio, tmp_path):
         assert min(out["updates"]) >= 12, sorted(out["updates"])[:5]  # >= 1/s each
         assert out["errors"] == 0 and len(out["latencies"]) >= 900
         p50 = out["latencies"][len(out["latencies"]) // 2]
-        assert p50 < 0.5, p50  # generous: a shared 2-core box
+        assert p50 < 500, p50  # ms; generous: a shared 2-core box
         with judged(jack_audio):
             assert st["xruns"] - before == 0, (before, st["xruns"], d.log()[-1500:])
 

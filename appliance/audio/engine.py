@@ -24,7 +24,7 @@ import resource
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -662,7 +662,7 @@ class Engine:
         with self.lock:
             if mix.to_json() == self.mix.to_json():
                 return
-            self._set_mix(LiveMix.from_json(mix.to_json(), self.mix.version + 1))
+            self._set_mix(replace(mix, version=self.mix.version + 1))
         self._notify("mix")
 
     def mix_names(self) -> Names:
@@ -713,14 +713,10 @@ class Engine:
                         "is heard when the decoded audio runs out")
             return
         self.decoder.urgent = slot.index
-        self.decoder.wake.set()
-        deadline = time.monotonic() + 0.5
-        while not slot.ready(len(g_in) + period):
-            if time.monotonic() > deadline:
-                log.warning("live mix: the playing song could not be decoded again in time; "
-                            "the change is heard when the decoded audio runs out")
-                return
-            time.sleep(0.0005)
+        if not self._decoded(slot, len(g_in) + period, 0.5, 0.0005):
+            log.warning("live mix: the playing song could not be decoded again in time; "
+                        "the change is heard when the decoded audio runs out")
+            return
         self._switch_tags += 1
         tag = ("mix", self._switch_tags)
         self._consumed.add(slot.index)
@@ -866,13 +862,18 @@ class Engine:
         if slot is None:
             return None
         need = min(int(READY_S * self.cfg.device.rate), slot.ring.capacity // 2)
-        deadline = time.monotonic() + PREPARE_TIMEOUT_S
-        while not slot.ready(need):
+        return slot if self._decoded(slot, need, PREPARE_TIMEOUT_S, 0.001) else None
+
+    def _decoded(self, slot: Slot, frames: int, timeout: float, poll: float) -> bool:
+        """Wait (the decoder woken) until `slot` holds `frames` decoded frames; False after
+        `timeout` seconds. The caller is the control path, never the writer."""
+        deadline = time.monotonic() + timeout
+        while not slot.ready(frames):
             if time.monotonic() > deadline:
-                return None
+                return False
             self.decoder.wake.set()
-            time.sleep(0.001)
-        return slot
+            time.sleep(poll)
+        return True
 
     # ---- reload (SIGHUP) -------------------------------------------------------------------
     def reload(self, cfg: Config, cue: int | None = None) -> bool:

@@ -102,6 +102,9 @@ def describe(rec: dict[str, Any]) -> str:
             (f", {g('source')}" if g("source") else "")
     if k == "setlist_mismatch":
         return f"unit {g('unit')} plays another setlist: not following it"
+    if k == "stall":
+        return (f"this unit stalled {g('ms')} ms (did not run): the leader's silence in it "
+                "not held against it")
     if k == "reload":
         return f"config reloaded ({g('songs')} songs)"
     if k == "audio_stalled":

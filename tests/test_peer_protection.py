@@ -52,6 +52,21 @@ def silences(arrivals) -> list[float]:
     return [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
 
 
+def test_a_stall_of_the_listener_is_not_learned_as_a_gap_of_the_link():
+    """A quiet link, then the follower itself stalls 45 ms (Roles.excuse's twin): the gap
+    over the stall is learned without it, so the timeout stays at the floor; the same
+    silence not excused (the leader's, or the link's) is learned and doubles into the guard."""
+    for excused, want in ((True, 10 * MS), (False, 94 * MS)):
+        d = detector()
+        arr = link(5, 2, 0.0, 0.05)
+        feed(d, arr)
+        last = int(arr[-1])
+        if excused:
+            d.excuse(45 * MS)
+        d.heard(last + 47 * MS)
+        assert d.timeout_ns == want, (excused, d.timeout_ns / MS)
+
+
 def test_quiet_link_gives_the_floor_and_a_fast_takeover():
     d = detector()
     assert d.timeout_ns == 60 * MS          # nothing learned yet: the safe start value

@@ -331,6 +331,27 @@ def test_alive_from_the_leaders_writer_holds_off_a_takeover_and_changes_nobodys_
     assert r.role == LEADER and r.leader_id == 2
 
 
+def test_a_stall_of_the_follower_itself_is_not_held_against_the_leader() -> None:
+    """The follower did not run for 80 ms (longer than the timeout): the leader gets that
+    time back, so the follower's first tick after the stall is no takeover; a leader that
+    stays silent after it is taken over one timeout after the stall, not before."""
+    r = Roles(2, 1, "follower", TIMEOUT, now_ns=0)
+    r.on_state(1, 3, 10 * MS)
+    stall = 80 * MS
+    woke = 10 * MS + stall + 5 * MS
+    r.excuse(stall, woke)
+    assert r.tick(woke) == [] and r.role == FOLLOWER
+    assert r.takeover_deadline(woke) == 10 * MS + stall + TIMEOUT
+    assert r.tick(10 * MS + stall + TIMEOUT) == [("become_leader", 4), ("unmute",)]
+    # never beyond now, and a leader takes no excuse
+    f = Roles(3, 1, "follower", TIMEOUT, now_ns=0)
+    f.on_state(1, 3, 10 * MS)
+    f.excuse(10_000 * MS, 20 * MS)
+    assert f.takeover_deadline(20 * MS) == 20 * MS + TIMEOUT
+    r.excuse(stall, 500 * MS)
+    assert r.role == LEADER
+
+
 # --------------------------------------------------------------------------------------------
 # Heartbeat wire
 

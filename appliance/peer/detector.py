@@ -71,6 +71,13 @@ class FailureDetector:
     def reset(self) -> None:
         self._last = None
 
+    def excuse(self, stalled_ns: int) -> None:
+        """The listener itself did not run for `stalled_ns` (Roles.excuse): the gap that
+        spans it is learned without it, so a stall of this unit does not lengthen the
+        timeout for five minutes as if the link had lost that many heartbeats."""
+        if self._last is not None and stalled_ns > 0:
+            self._last += stalled_ns
+
     def _add(self, gap: int, now_ns: int) -> None:
         g = self._gaps
         if len(g) == g.maxlen:

@@ -150,6 +150,16 @@ class Roles:
         if self.role == FOLLOWER and sender == self.leader_id and term == self.term:
             self._last_leader_ns = max(self._last_leader_ns or now_ns, now_ns)
 
+    def excuse(self, stalled_ns: int, now_ns: int) -> None:
+        """This unit itself did not run for `stalled_ns` just before `now_ns` (its peer
+        thread woke that much later than it asked): a silence then is no evidence that the
+        leader stopped, since nothing here was listening, and on a host that stalls as a
+        whole (a virtual machine, a power-saving CPU) the leader was not running either. The
+        leader gets that time back; a leader that really died is taken over that much later.
+        """
+        if self.role == FOLLOWER and self._last_leader_ns is not None and stalled_ns > 0:
+            self._last_leader_ns = min(now_ns, self._last_leader_ns + stalled_ns)
+
     def on_failing(self, sender: int, term: int, now_ns: int) -> None:
         """The leader announced its own failure: the first follower in line takes over now."""
         self._start(now_ns)

@@ -227,6 +227,7 @@ def bench_lossy(minutes: float, period: int, loss: float, jitter_ms: float,
                         timeouts.append(p["peer"]["timeout_ms"])
                         time.sleep(0.2)
                 sa_ = a.status()
+                stalls = b.status()["peer"].get("stalls")
                 log_b = b.log()
                 t_kill = time.monotonic()
                 a.proc.kill()
@@ -244,6 +245,8 @@ def bench_lossy(minutes: float, period: int, loss: float, jitter_ms: float,
           f"'taking over' in its log before the kill {log_b.count('taking over')}, leader "
           f"still {sa_['state']} and leading at the end: {sa_['role'] == 'leader'}")
     print(row("follower's learned timeout over the run", timeouts))
+    print(f"  follower's own stalls (its peer thread woke >= 2 ms late, nothing received; "
+          f"excused): {stalls}")
     print(f"  relay: {counts}; real kill -9 afterwards taken over: {took} "
           f"(seen {took_s * 1000:.0f} ms after the kill by a status poll)")
     for line in log_b.splitlines():

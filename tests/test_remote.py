@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
@@ -23,7 +24,7 @@ from appliance.controls.osc import request_for
 from appliance.controls.remote import PIN_FAILS
 from tests.jackaudio import judged
 from tests.remoteload import flood
-from tests.showkit import DaemonProcess, find_song_start, free_port, make_show, wait_for
+from tests.showkit import RATE, DaemonProcess, find_song_start, free_port, make_show, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PIN = "4711"
@@ -306,6 +307,15 @@ def test_page_shows_the_show_and_drives_it_only_unlocked_with_the_pin(jack_audio
         wait_song(d, "playing", 2)
         wait.until(lambda b: el("#title").text == "Song 2")
         assert el("#next-title").text == "Song 3"
+        # the live mix: a tap on the bass stem's M mutes it, and the page shows it muted
+        row = "//div[@class='stem'][span[@class='name' and text()='s2_bass']]"
+        wait.until(lambda b: b.find_elements(By.XPATH, row))
+        time.sleep(0.5)  # some of song 2 with its bass, to hear the mute against
+        browser.find_element(By.XPATH, row + "/button[1]").click()
+        wait.until(lambda b: d.status()["mix"]["muted"] == ["s2_bass"])
+        wait.until(lambda b: "on" in b.find_element(By.XPATH, row + "/button[1]")
+                   .get_attribute("class"))
+        time.sleep(0.5)
         # locked again: another tap does nothing
         el("#lock").click()
         assert el("body").get_attribute("data-locked") == "true"
@@ -313,7 +323,7 @@ def test_page_shows_the_show_and_drives_it_only_unlocked_with_the_pin(jack_audio
         time.sleep(0.8)
         assert d.status()["song"] == 2
         rs = remote_status(d)
-        assert rs["commands"] == 2 and rs["logins"] == 1 and rs["pages"] >= 1
+        assert rs["commands"] == 3 and rs["logins"] == 1 and rs["pages"] >= 1
         browser.save_screenshot(str(tmp_path / "page.png"))
         time.sleep(0.5)
     rec = jack_audio.stop()
@@ -322,6 +332,11 @@ def test_page_shows_the_show_and_drives_it_only_unlocked_with_the_pin(jack_audio
         assert first is not None, "song 1 not heard after the tap on play"
         second = find_song_start(rec.audio, show.expected(1)[:64], first)
         assert second is not None, "song 2 not heard after the tap on next"
+        # song 2 with its bass, then (after the tap on M) the tracks on without it
+        playing = second + np.flatnonzero(rec.audio[second:, 2] != 0)
+        bass = rec.audio[playing, 4]
+        assert np.count_nonzero(bass[:RATE // 4]) > RATE // 8, "song 2 began without bass"
+        assert not bass[-RATE // 4:].any(), "the bass still heard after the tap on mute"
 
 
 # ---- OSC ------------------------------------------------------------------------------------

@@ -42,46 +42,24 @@ def set_thread_fifo(priority: int) -> str:
     return f"SCHED_FIFO priority {priority}"
 
 
-def lowest_fifo_no_inherit(realtime: bool) -> None:
+def lowest_fifo_no_inherit(realtime: bool, name: bool = True) -> str:
     """The calling thread at the lowest real-time priority (for the GIL's sake, like every
     daemon thread), with RESET_ON_FORK: a child it starts (the self-test's checksum reader,
-    `vcgencmd`) must begin life as an ordinary process, not at a real-time priority, where
-    an interpreter's start-up can hold a thread of the same priority off the CPU (the likely
-    cause of a false takeover seen once in tests/test_protection.py's lossy link before this
-    was done; not seen since, one run of that file)."""
-    name_os_thread()
+    `vcgencmd`, the stem converter) must begin life as an ordinary process, not at a
+    real-time priority, where an interpreter's start-up can hold a thread of the same
+    priority off the CPU (the likely cause of a false takeover seen once in
+    tests/test_protection.py's lossy link before this was done; not seen since, one run of
+    that file). `name`: give the thread its Python name in the kernel (not for the main
+    thread: that would rename the process). Returns a status line."""
+    if name:
+        name_os_thread()
     if not realtime:
-        return
+        return "normal priority (engine.realtime_priority is 0)"
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(1))
-    except OSError:
-        pass
-
-
-NETWORK_PRIORITY = 1
-"""SCHED_FIFO priority of the threads that serve the network (web remote, OSC): the lowest
-real-time one, below every audio thread and the control socket."""
-
-
-def set_thread_network(realtime: bool) -> str:
-    """The priority of a thread that serves the network (the web remote, OSC, their command
-    thread): SCHED_FIFO 1 when the daemon runs real-time, else normal; names the thread.
-
-    Why not normal priority, as work that may be done late: these threads take the GIL,
-    and a normal-priority thread preempted by any busy process while it holds the GIL
-    holds the writer with it. Measured (bench/remote.py, 128 x 3, 100 pages and 200
-    requests a second, a CPU hog per core, 60 s runs): at normal priority 2 underruns and
-    0, the writer's per-period cost up to 2.7-2.8 ms; at FIFO 1, 0 and 0, at most 0.65 ms.
-    The price: a flood is served ahead of the box's ordinary processes on one core (the
-    kernel's real-time throttling still leaves them 5 %), never ahead of the audio."""
-    name_os_thread()
-    if not realtime:
-        try:
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-        except OSError as exc:
-            return f"priority unchanged ({exc.strerror or exc})"
-        return "normal priority (engine.realtime_priority is 0)"
-    return set_thread_fifo(NETWORK_PRIORITY)
+    except OSError as exc:
+        return f"normal priority ({exc.strerror or exc})"
+    return "SCHED_FIFO priority 1"
 
 
 def pin_thread(cpu: str | int) -> str:

@@ -23,6 +23,7 @@ from .config import Config, ConfigError
 from .controls.socket import ControlServer
 from .errors import UserError
 from .livemix import LiveMix, MixError, describe
+from .realtime import lowest_fifo_no_inherit
 from .selftest import SelfTest
 from .showlog import LogLimits, ShowLog
 from .statefile import ShowState
@@ -423,16 +424,11 @@ def keep_gil_holders_running(cfg: Config) -> str:
     (a priority inversion): a leader silent for 50 ms, taken for dead, was measured that
     way. At SCHED_FIFO 1 no ordinary process preempts it; it still yields to every
     real-time thread of the player."""
-    if cfg.engine.realtime_priority <= 0:
-        return "normal priority (engine.realtime_priority is 0)"
-    try:  # not realtime.set_thread_fifo: that would rename the process after the thread
-        # RESET_ON_FORK: what it starts (the stem converter, appliance.warmcache) does not
-        # run its start-up at a real-time priority, where it held a lossy-link relay of the
-        # same priority off the CPU long enough for a false takeover
-        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(1))
-    except OSError as exc:
-        return f"normal priority ({exc.strerror or exc})"
-    return "SCHED_FIFO priority 1"
+    # not naming it (that would rename the process); RESET_ON_FORK: what it starts (the stem
+    # converter, appliance.warmcache) does not run its start-up at a real-time priority,
+    # where it held a lossy-link relay of the same priority off the CPU long enough for a
+    # false takeover
+    return lowest_fifo_no_inherit(cfg.engine.realtime_priority > 0, name=False)
 
 
 def freeze_heap() -> int:

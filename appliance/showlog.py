@@ -275,8 +275,7 @@ class ShowLog(Worker):
     def take_priority(self) -> str:
         """The lowest real-time priority (see appliance.realtime), with RESET_ON_FORK: what
         the sampler runs (`vcgencmd`) starts as an ordinary process."""
-        lowest_fifo_no_inherit(self.priority > 0)
-        return f"SCHED_FIFO {self.priority}" if self.priority > 0 else "normal"
+        return lowest_fifo_no_inherit(self.priority > 0)
 
     # ---- any thread --------------------------------------------------------------------------
     def record(self, kind: str, **fields: Any) -> None:

@@ -31,6 +31,7 @@ import soundfile as sf
 from common import RATE, DaemonProcess, Show, row, start_jack_audio  # (puts the repo on sys.path)
 
 from appliance.peer import wire
+from tests.jackaudio import cpu_steal_ms
 from tests.showkit import find_song_start, free_port
 from tests.showkit import wait_for as showkit_wait_for
 
@@ -120,7 +121,10 @@ class SongIndex:
 def bench_takeover(kills: int, period: int, timeout_ms: float | None,
                    heartbeat_ms: float | None) -> None:
     gaps, kill_gaps, errs, failures, learned = [], [], [], 0, []
-    for k in range(kills):
+    stolen: list[str] = []  # kills during which the host took CPU time: reported apart
+    k = -1
+    while len(gaps) < kills and k + 1 < 2 * kills:
+        k += 1
         ja = start_jack_audio(channels=2, period=period, seconds=20)
         jb = start_jack_audio(channels=2, period=period, seconds=20)
         try:
@@ -134,14 +138,19 @@ def bench_takeover(kills: int, period: int, timeout_ms: float | None,
                     a.ctl("play")
                     if not why and not wait_for(lambda: b.status()["peer"]["locked"], 8):
                         why = f"B did not lock: {b.status()['peer']}"
-                    time.sleep(1.0 + 0.37 * (k % 5))
+                    time.sleep(0.8 + 0.37 * (k % 5))
+                    steal0 = cpu_steal_ms()
+                    time.sleep(0.2)  # the span measured below starts 0.1 s before the kill
                     learned.append(b.status()["peer"]["timeout_ms"])
                     t_kill = time.monotonic_ns()
                     a.proc.kill()
                     if not why and not wait_for(lambda: b.status()["role"] == "leader", 3):
                         why = f"B did not take over: {b.status()['peer']}"
                     ok = not why
-                    time.sleep(1.0)
+                    time.sleep(0.2)
+                    steal = max((y - x for x, y in zip(steal0, cpu_steal_ms(), strict=False)),
+                                default=0.0)
+                    time.sleep(0.8)
                 ra, rb = ja.stop(), jb.stop()
         finally:
             ja.close()
@@ -152,8 +161,7 @@ def bench_takeover(kills: int, period: int, timeout_ms: float | None,
             continue
         idx = SongIndex(stems[0])
         last_a, first_b = ra.last_nonsilent(0), rb.first_nonsilent(0)
-        gaps.append((rb.time_of_frame(first_b) - ra.time_of_frame(last_a)) / 1e6)
-        kill_gaps.append((rb.time_of_frame(first_b) - t_kill) / 1e6)
+        gap = (rb.time_of_frame(first_b) - ra.time_of_frame(last_a)) / 1e6
         # A's song frame 0.1 s before its last sample, carried forward at the nominal rate
         # to where B's first full-level sample is heard: what B should play there. Times
         # on the cycle schedule (see bench_alignment); a cycle a server lost in between
@@ -169,6 +177,14 @@ def bench_takeover(kills: int, period: int, timeout_ms: float | None,
         expect = fa + (rb.schedule_time_of_frame(ib) - ra.schedule_time_of_frame(ia)) \
             * RATE / 1e9
         signed = (fb - expect) / RATE * 1000
+        if steal > 0:
+            # a real unit has no hypervisor: the figures are of kills the host left alone
+            stolen.append(f"kill {k + 1}: the host took {steal:.0f} ms of a CPU around it "
+                          f"(gap {gap:.2f} ms, position error {signed:+.2f} ms)")
+            print(f"  {stolen[-1]}", flush=True)
+            continue
+        gaps.append(gap)
+        kill_gaps.append((rb.time_of_frame(first_b) - t_kill) / 1e6)
         errs.append(abs(signed))
         if abs(signed) > 1.0:
             # the harness's own steps in the spans measured: a dummy server that woke late
@@ -180,7 +196,8 @@ def bench_takeover(kills: int, period: int, timeout_ms: float | None,
                   f"the takeover", flush=True)
     timing = ("the default config (no priority, timeout or heartbeat set)" if timeout_ms is None
               else f"timeout {timeout_ms:g} ms, heartbeat {heartbeat_ms:g} ms")
-    print(f"1. takeover after kill -9 of the leader, {kills} kills, period {period} x 3, "
+    print(f"1. takeover after kill -9 of the leader, {k + 1} kills for {kills} measured on "
+          f"a host that took no CPU from this machine around them, period {period} x 3, "
           f"{timing}, unmute mode (goals: gap <= 20 ms, position error <= 1 ms)")
     if learned:
         print(row("follower's timeout before the kill", learned))
@@ -188,6 +205,7 @@ def bench_takeover(kills: int, period: int, timeout_ms: float | None,
         print(row("gap leader last -> follower first", gaps))
         print(row("kill instant -> follower first", kill_gaps))
         print(row("|position error| at takeover", errs))
+    print(f"  kills the host took CPU time around (not in the rows above): {len(stolen)}")
     print(f"  runs that did not take over or could not be measured: {failures}")
 
 

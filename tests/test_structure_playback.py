@@ -244,7 +244,7 @@ def test_pair_follower_vamps_with_the_leader_and_a_takeover_goes_on_vamping(
     song frames (it stays locked through them), and when the leader is killed mid-vamp the
     follower, now heard, goes on vamping: its recording turns from the verse's end back to
     its start."""
-    from tests.test_protection import default_pair
+    from tests.test_protection import default_pair, wait_both_protected
     ja = jack_audio_factory(seconds=40)
     jb = jack_audio_factory(seconds=40)
     sa, sb = default_pair(tmp_path, a_seconds=(16.0,), b_seconds=(16.0,))
@@ -252,8 +252,8 @@ def test_pair_follower_vamps_with_the_leader_and_a_takeover_goes_on_vamping(
         with_structure(s, SECTIONS)
     S, E = BAR, 3 * BAR
     with DaemonProcess(sa, ja.environ()) as a, DaemonProcess(sb, jb.environ()) as b:
-        wait_for(lambda: a.status()["role"] == "leader" and b.status()["peer"]["protected"],
-                 timeout=10, what="a protected pair")
+        wait_for(lambda: a.status()["role"] == "leader", timeout=10, what="A leading")
+        wait_both_protected(a, b, timeout=20)  # says why not, from both units
         a.ctl("play")
         try:
             wait_for(lambda: b.status()["peer"]["locked"], timeout=20,

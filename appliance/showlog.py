@@ -232,6 +232,7 @@ class _Open:
     seq: int = 0
     started_mono: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    body: bool = False  # a record of the show is in this part (not just its first line)
 
 
 def _no_header() -> dict[str, Any]:
@@ -441,7 +442,7 @@ class ShowLog(Worker):
             self._problem(f"cannot write the show log {path}: {exc.strerror or exc}")
             return False
         _fsync_dir(self.folder)
-        self._open = _Open(fd, path, show, part, size)
+        self._open = _Open(fd, path, show, part, size, body=size > 0)
         # room for this part to grow to its limit: the folder never holds more than the total
         gone = prune(self.folder, self.limits.max_total_bytes - self.limits.max_file_bytes,
                      keep=[path])
@@ -458,22 +459,51 @@ class ShowLog(Worker):
                 os.close(o.fd)
 
     def _write(self, frames: list[bytes]) -> bool:
-        """Append and fdatasync; False (and the file as it was) when that failed."""
-        o = self._open
-        if o is None:
-            return False
-        data = b"".join(frames)
-        if o.size + len(data) > self.limits.max_file_bytes and o.size > 0:
-            show, part, seq = o.show, o.part + 1, o.seq
-            self._close_file()
-            if not self._open_part(show, part):
-                return False
+        """Append and fdatasync; False (and the file as it was) when that failed. A part
+        ends at the first record that would take it past `max_file_bytes`: a batch is split
+        across parts record by record (a log thread held up under load gathers more than a
+        part's worth; written whole, such a batch overran the limit), and a record larger
+        than a part goes alone into a fresh one."""
+        limit = self.limits.max_file_bytes
+        i = 0
+        while i < len(frames):
             o = self._open
-            assert o is not None
-            o.seq = seq
-            cont = encode(self._rec(time.time_ns(), time.monotonic_ns(), "show_part",
-                                    {"show": show, "part": part}))
-            data = cont + data
+            if o is None:
+                return False
+            j, size = i, 0
+            while j < len(frames) and (o.size + size + len(frames[j]) <= limit
+                                       or (j == i and not o.body)):
+                size += len(frames[j])
+                j += 1
+            if j == i:  # not even one more record fits: the next part
+                if not self._next_part():
+                    return False
+                continue
+            if not self._append(b"".join(frames[i:j])):
+                return False
+            i = j
+        return True
+
+    def _next_part(self) -> bool:
+        """Close this part and open the next, which begins with a line naming the show and
+        part (so a part read alone says what it continues)."""
+        o = self._open
+        assert o is not None
+        show, part, seq = o.show, o.part + 1, o.seq
+        self._close_file()
+        if not self._open_part(show, part):
+            return False
+        assert self._open is not None
+        self._open.seq = seq
+        ok = self._append(encode(self._rec(time.time_ns(), time.monotonic_ns(), "show_part",
+                                           {"show": show, "part": part})))
+        assert self._open is not None
+        self._open.body = False  # the continuation line is not a record of the show
+        return ok
+
+    def _append(self, data: bytes) -> bool:
+        o = self._open
+        assert o is not None
         try:
             n = os.write(o.fd, data)
             if n != len(data):
@@ -488,6 +518,7 @@ class ShowLog(Worker):
                 os.ftruncate(o.fd, o.size)
             return False
         o.size += len(data)
+        o.body = True
         self.written_bytes += len(data)
         self.writes += 1
         self.error = ""

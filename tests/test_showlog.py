@@ -140,6 +140,31 @@ def _wait(pred, timeout=5.0):
     return False
 
 
+def test_a_batch_larger_than_a_part_is_split_across_parts(tmp_path):
+    """A log thread held up under load finds more than a part's worth queued (here: all of
+    it queued before the thread starts): the parts still end at the limit, every record is
+    kept once and in order, and a record larger than a part goes alone into a fresh one."""
+    lim = LogLimits(max_file_bytes=4096, max_total_bytes=10**6, flush_s=0.01)
+    slog = ShowLog(tmp_path, lim)
+    slog.begin_show()
+    for i in range(300):
+        slog.record("t", i=i, pad="y" * 100)
+    slog.record("t", i=300, pad="z" * 6000)  # alone: larger than a part
+    slog.record("t", i=301)
+    slog.start()
+    try:
+        assert _wait(lambda: slog.durable_items == slog.taken_items == 303)
+    finally:
+        slog.close()
+    files = show_files(tmp_path)
+    assert len(files) > 10
+    big = [f for f in files if f.size > 4096]
+    assert len(big) == 1, [f.size for f in files]
+    _n, recs, stats = read_show(tmp_path, 1)
+    assert stats.bad == 0 and stats.torn_tail_bytes == 0
+    assert [r["i"] for r in recs if r["kind"] == "t"] == list(range(302))
+
+
 def test_rotation_parts_and_the_total_bound(tmp_path):
     lim = LogLimits(max_file_bytes=4096, max_total_bytes=20_000, flush_s=0.01)
     slog = ShowLog(tmp_path, lim)
